@@ -1,0 +1,52 @@
+# spanlib: two commands for a fresh machine.
+#   make book   create .venv, install spanlib with its extras, build the HTML book (PROFILE=quick)
+#   make test   install, run the unit tests, build the book strictly offline and check it in Chromium
+# `make help` lists the other targets: the steps of these two, and `make book-student`
+# for an edition without solutions.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PROFILE ?= quick
+BIN := $(VENV)/bin
+# The torch releases pinned for a reproducible install; Colab keeps its own (pyproject has lower bounds).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+BOOK_FLAGS := -W -n --keep-going
+
+.PHONY: help venv book book-student book-offline chromium unit browser test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+venv: $(VENV)/.installed  ## create .venv and install spanlib with the test and book extras
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test,book]" $(TORCH)
+	touch $@
+
+book: venv  ## build the book for PROFILE into _build/PROFILE/_build/html
+	SPANLIB_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --path-output _build/$(PROFILE) $(BOOK_FLAGS)
+	@echo "Book: _build/$(PROFILE)/_build/html/index.html"
+
+book-student: venv  ## build the student edition (solutions removed) into _build/student/_build/html
+	BOOK_HIDE_SOLUTIONS=1 SPANLIB_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --path-output _build/student $(BOOK_FLAGS)
+	@echo "Student book: _build/student/_build/html/index.html"
+
+book-offline: venv  ## strict quick build with local MathJax and widget scripts, for the browser test
+	$(BIN)/python tools/fetch_offline_assets.py
+	BOOK_OFFLINE=1 SPANLIB_PROFILE=quick $(BIN)/jupyter-book build . --path-output _build/offline $(BOOK_FLAGS)
+
+chromium:  ## install Debian's Chromium for the browser test (needs root or sudo)
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+unit: venv  ## run the library tests and the notebook hygiene test
+	$(BIN)/pytest tests --ignore=tests/browser
+
+browser: chromium  ## open every page of the offline build in headless Chromium, screenshots in _build/offline/screenshots
+	SPANLIB_REQUIRE_BROWSER=1 $(BIN)/pytest tests/browser
+
+test: unit book-offline browser  ## run every check, the strict quick book build included
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf _build .pytest_cache .hypothesis results

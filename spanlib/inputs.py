@@ -1,0 +1,81 @@
+"""Input checks shared by the circuits: shapes, dtypes, devices, masks, NaN and leaf support."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_mask(mask: torch.Tensor | None, batch: int, num_vars: int, device: torch.device, name: str) -> torch.Tensor | None:
+    """Return a bool mask (batch, num_vars) from (num_vars,) or (batch, num_vars); None stays None."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a bool tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name} must have dtype torch.bool (True = missing), got {mask.dtype}; use {name}.bool()")
+    if mask.device != device:
+        raise ValueError(f"{name} is on {mask.device} but the network is on {device}; move it with {name}.to({str(device)!r})")
+    if mask.shape == (num_vars,):
+        return mask.unsqueeze(0).expand(batch, num_vars)
+    if mask.shape == (batch, num_vars):
+        return mask
+    raise ValueError(f"{name} must have shape ({num_vars},) or ({batch}, {num_vars}), got {tuple(mask.shape)}")
+
+
+def check_input(model, x: torch.Tensor, missing: torch.Tensor | None, name: str = "x"):
+    """Validate x for `model` (an EinsumNetwork) and return (x, observed).
+
+    x comes back as (batch, num_vars, num_dims) in the model's dtype; observed is a bool
+    (batch, num_vars) tensor, or None when nothing is missing. Raises TypeError or ValueError with
+    the offending value and the fix.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device != model.device:
+        raise ValueError(f"{name} is on {x.device} but the network is on {model.device}; use {name}.to({str(model.device)!r})")
+    if x.dim() == 2 and model.num_dims == 1:
+        x = x.unsqueeze(-1)
+    if x.dim() != 3:
+        raise ValueError(
+            f"{name} must have shape (batch, {model.num_vars}, {model.num_dims})"
+            + (f" or (batch, {model.num_vars})" if model.num_dims == 1 else "")
+            + f", got {tuple(x.shape)}"
+        )
+    batch, num_vars, num_dims = x.shape
+    if batch == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one sample")
+    if num_vars != model.num_vars:
+        raise ValueError(f"{name} has {num_vars} variables but the network has {model.num_vars} (shape {tuple(x.shape)})")
+    if num_dims != model.num_dims:
+        raise ValueError(f"{name} has {num_dims} dims per variable but the network has num_dims={model.num_dims}")
+
+    family = model.leaf_family
+    if x.dtype.is_complex:
+        raise TypeError(f"{name} has complex dtype {x.dtype}; pass real values")
+    if x.dtype.is_floating_point:
+        if x.dtype != model.dtype and not family.discrete:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the network's parameters are {model.dtype}; "
+                f"use {name}.to({model.dtype}) or convert the network"
+            )
+    elif not family.discrete:
+        raise TypeError(
+            f"{family} leaves need floating-point input, got {x.dtype}; convert with {name}.float() "
+            "(and divide pixel codes by 255 for [0, 1] images)"
+        )
+    x = x.to(model.dtype)
+
+    missing = check_mask(missing, batch, num_vars, x.device, "mask" if name == "evidence" else "marginalize")
+    observed = None if missing is None else ~missing
+    values = x if observed is None else x[observed]
+    nan = torch.isnan(values)
+    if nan.any():
+        where = torch.nonzero(torch.isnan(x).any(-1) & (True if observed is None else observed))[0].tolist()
+        raise ValueError(
+            f"{name} has {int(nan.sum())} NaN values in observed entries (first at sample {where[0]}, variable "
+            f"{where[1]}); mark them as missing in the mask instead"
+        )
+    problem = family.check_support(values)
+    if problem is not None:
+        raise ValueError(f"{name}: {problem}")
+    return x, observed
