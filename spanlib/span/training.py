@@ -1,0 +1,174 @@
+"""Three-phase training of SPAN.
+
+1. Warm-up: only the Einsum network learns, on its own log-likelihood (EM or gradient); the
+   encoders stay as they are.
+2. Coordinate descent: on every batch, one gradient step on the Einsum network with the encoders
+   fixed, then one on the encoders with the Einsum network fixed, both maximising -E(x).
+3. Fine-tuning: the encoders are frozen and the Einsum network maximises -E(x).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+PHASES = ("warmup", "coordinate", "finetune")
+
+
+@dataclass
+class History:
+    """Per-epoch records: phase, epoch within the phase, mean -E on train and validation data, seconds."""
+
+    records: list[dict] = field(default_factory=list)
+
+    def add(self, **record) -> None:
+        self.records.append(record)
+
+    def phase(self, name: str) -> list[dict]:
+        return [r for r in self.records if r["phase"] == name]
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.records)
+
+
+def as_loader(data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """Return a DataLoader over `data` (a tensor or an existing DataLoader)."""
+    if isinstance(data, DataLoader):
+        return data
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a tensor or a DataLoader, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("data is empty; pass at least one sample")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def batches(loader: DataLoader, device: torch.device):
+    """Yield input tensors on `device` from a loader of tensors or (x, label) tuples."""
+    for item in loader:
+        x = item[0] if isinstance(item, (list, tuple)) else item
+        yield x.to(device)
+
+
+@torch.no_grad()
+def mean_score(model, loader: DataLoader, device: torch.device) -> float:
+    """Return the mean of model(x) over a loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x in batches(loader, device):
+        total += float(model(x).sum())
+        count += len(x)
+    model.train(was_training)
+    return total / count
+
+
+def train_span(
+    span,
+    data,
+    warmup_epochs: int,
+    coordinate_epochs: int,
+    finetune_epochs: int,
+    *,
+    validation=None,
+    batch_size: int = 100,
+    warmup: str = "em",
+    em_step_size: float = 0.05,
+    lr: float = 1e-2,
+    encoder_lr: float = 1e-3,
+    patience: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Train `span` in three phases and return the per-epoch `History`.
+
+    Args:
+        span: the `SPAN` model; trained in place on its own device.
+        data: training inputs, a tensor (n, num_vars[, num_dims]) or a DataLoader.
+        warmup_epochs, coordinate_epochs, finetune_epochs: epochs of the three phases.
+        validation: optional validation inputs (tensor or DataLoader) for the history and early stopping.
+        batch_size: batch size when `data` is a tensor.
+        warmup: "em" (stochastic EM with `em_step_size`) or "gradient" (Adam with `lr`) for phase 1.
+        lr, encoder_lr: Adam learning rates of the Einsum network and of the encoders.
+        patience: end a phase early after this many epochs without a better validation score,
+            and restore the best parameters of that phase. Needs `validation`.
+        seed: seeds torch and the batch order.
+    """
+    if warmup not in ("em", "gradient"):
+        raise ValueError(f"warmup must be 'em' or 'gradient', got {warmup!r}")
+    if min(warmup_epochs, coordinate_epochs, finetune_epochs) < 0:
+        raise ValueError("epoch counts must be non-negative")
+    if patience is not None and validation is None:
+        raise ValueError("early stopping (patience) needs validation data")
+    torch.manual_seed(seed)
+    device = span.device
+    loader = as_loader(data, batch_size, shuffle=True, seed=seed)
+    eval_loader = as_loader(data, batch_size, shuffle=False, seed=seed) if isinstance(data, torch.Tensor) else loader
+    val_loader = None if validation is None else as_loader(validation, batch_size, shuffle=False, seed=seed)
+
+    einet_opt = torch.optim.Adam(span.einet_parameters(), lr=lr)
+    encoder_opt = torch.optim.Adam(span.encoder_parameters(), lr=encoder_lr)
+    history = History()
+    span.train()
+
+    def warmup_step(x):
+        if warmup == "em":
+            span.einet.em_step(x, em_step_size)
+        else:
+            _gradient_step(span.einet, x, einet_opt, span.einet_parameters())
+
+    def coordinate_step(x):
+        _gradient_step(span, x, einet_opt, span.einet_parameters())
+        _gradient_step(span, x, encoder_opt, span.encoder_parameters())
+
+    def finetune_step(x):
+        _gradient_step(span, x, einet_opt, span.einet_parameters())
+
+    steps = {"warmup": warmup_step, "coordinate": coordinate_step, "finetune": finetune_step}
+    epochs = {"warmup": warmup_epochs, "coordinate": coordinate_epochs, "finetune": finetune_epochs}
+    for phase in PHASES:
+        _run_phase(span, phase, epochs[phase], steps[phase], loader, eval_loader, val_loader, device, history,
+                   patience, progress)
+    span.eval()
+    return history
+
+
+def _gradient_step(model, x, optimizer, parameters) -> None:
+    """One Adam step on `parameters` maximising mean model(x); other parameters get no update."""
+    loss = -model(x).mean()
+    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    for p, g in zip(parameters, grads):
+        p.grad = g
+    optimizer.step()
+
+
+def _run_phase(span, phase, num_epochs, step, loader, eval_loader, val_loader, device, history, patience, progress):
+    best, best_state, waited = -float("inf"), None, 0
+    bar = tqdm(range(num_epochs), desc=f"SPAN {phase}", disable=not progress or num_epochs == 0)
+    for epoch in bar:
+        start = time.perf_counter()
+        span.train()
+        for x in batches(loader, device):
+            step(x)
+        train_score = mean_score(span, eval_loader, device)
+        val_score = None if val_loader is None else mean_score(span, val_loader, device)
+        history.add(phase=phase, epoch=epoch + 1, train=train_score, validation=val_score,
+                    seconds=time.perf_counter() - start)
+        bar.set_postfix(train=f"{train_score:.2f}", validation="-" if val_score is None else f"{val_score:.2f}")
+        if patience is None:
+            continue
+        if val_score > best:
+            best, best_state, waited = val_score, copy.deepcopy(span.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        span.load_state_dict(best_state)
