@@ -1,0 +1,57 @@
+"""`python -m spanlib reproduce`: train or load every model and write the paper's tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .experiment import CheckpointMismatchError, Experiment, default_results_dir, with_overrides
+
+TASKS = ("ood", "inpainting", "weights")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m spanlib", description="Reproduce the SPAN paper's results.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("reproduce", help="train or load the models and write tables (CSV, JSON) and figures (PNG)")
+    run.add_argument("task", nargs="?", choices=(*TASKS, "all"), default="all",
+                     help="ood: Table 1 and Figure 2; inpainting: Table 2 and Figure 4; weights: Figure 1 (default: all)")
+    run.add_argument("--profile", default=None, help="quick, colab or paper (default: $SPANLIB_PROFILE or quick)")
+    run.add_argument("--out", default=None, help=f"results folder (default: $SPANLIB_RESULTS or {default_results_dir()})")
+    run.add_argument("--n-train", type=int, default=None, help="use this many training images instead of the profile's")
+    run.add_argument("--n-test", type=int, default=None, help="use at most this many images of each test set")
+    run.add_argument("--max-epochs", type=int, default=None, help="cap every epoch count of the profile at this number")
+    run.add_argument("--quiet", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ..plots import save_inpainting_figures, save_ood_figures, save_weight_figure
+    from ..profiles import profile as named_profile
+
+    args = build_parser().parse_args(argv)
+    profile = with_overrides(named_profile(args.profile), args.n_train, args.n_test, args.max_epochs)
+    try:
+        experiment = Experiment(profile, out=args.out, progress=not args.quiet)
+        tasks = TASKS if args.task == "all" else (args.task,)
+        for task in tasks:
+            start = time.perf_counter()
+            if task == "ood":
+                table = experiment.ood_table()
+                save_ood_figures(experiment, experiment.ood_scores())
+            elif task == "inpainting":
+                table, reconstructions = experiment.inpainting()
+                save_inpainting_figures(experiment, reconstructions, experiment.samples())
+            else:
+                table = experiment.weight_entropy()
+                save_weight_figure(experiment)
+            print(f"\n{task} ({time.perf_counter() - start:.0f} s), written to {experiment.folder}:")
+            print(table.to_string(index=False))
+    except CheckpointMismatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
