@@ -3,7 +3,7 @@
 Every embedding maps x (batch, num_vars, num_dims) and a bool `observed` (batch, num_vars) to
 token features (batch, tokens, features); SPAN projects them to d_model and adds positions.
 Missing values are zeroed and flagged, so a token whose variables are all missing is a valid
-input (all features 0) and cannot make attention NaN.
+input (all features 0) and cannot make attention NaN, even where x contains NaN at missing entries.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class BernoulliEmbedding(Embedding):
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         value = x[..., 0]
         code = torch.stack([value, 1 - value], dim=-1)
-        return code * observed.unsqueeze(-1).to(code.dtype)
+        # torch.where, not a product with the flag: a missing entry may hold NaN, and NaN * 0 is NaN.
+        return torch.where(observed.unsqueeze(-1), code, torch.zeros_like(code))
 
 
 class LinearEmbedding(Embedding):
@@ -88,8 +89,9 @@ class LinearEmbedding(Embedding):
         return self.num_dims + 1
 
     def forward(self, x, observed):
-        flag = observed.unsqueeze(-1).to(x.dtype)
-        return torch.cat([x * flag, flag], dim=-1)
+        flag = observed.unsqueeze(-1)
+        values = torch.where(flag, x, torch.zeros_like(x))
+        return torch.cat([values, flag.to(x.dtype)], dim=-1)
 
     def config(self):
         return {"num_dims": self.expected_dims}
@@ -134,8 +136,9 @@ class PatchEmbedding(Embedding):
         return rearrange(x, "b (h p1 w p2) c -> b (h w) (p1 p2 c)", p1=p, p2=p, w=self.width // p)
 
     def forward(self, x, observed):
-        flag = observed.unsqueeze(-1).to(x.dtype).expand_as(x)
-        return torch.cat([self._patches(x * flag), self._patches(flag)], dim=-1)
+        flag = observed.unsqueeze(-1).expand_as(x)
+        values = torch.where(flag, x, torch.zeros_like(x))
+        return torch.cat([self._patches(values), self._patches(flag.to(x.dtype))], dim=-1)
 
     def variable_mask(self, token_mask):
         p = self.patch_size
