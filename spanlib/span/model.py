@@ -234,6 +234,8 @@ class SPAN(nn.Module):
         payload = read_checkpoint(path, CHECKPOINT_FORMAT, map_location)
         try:
             model = cls.from_config(payload["config"])
+            # load_state_dict copies into the new float32 parameters, so a float64 model needs the cast first.
+            model.to(payload["state_dict"]["einet.leaf.params"].dtype)
             model.load_state_dict(payload["state_dict"])
         except (KeyError, TypeError, RuntimeError) as error:
             raise ValueError(f"checkpoint {path} does not match its configuration: {error}") from error
