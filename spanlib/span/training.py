@@ -59,13 +59,18 @@ def batches(loader: DataLoader, device: torch.device):
 
 @torch.no_grad()
 def mean_score(model, loader: DataLoader, device: torch.device) -> float:
-    """Return the mean of model(x) over a loader, in eval mode."""
+    """Return the mean of model(x) over a loader, in eval mode.
+
+    The CPU random state is restored afterwards: iterating a DataLoader without its own generator
+    draws a seed from it, and scoring validation data must not change the training run.
+    """
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for x in batches(loader, device):
-        total += float(model(x).sum())
-        count += len(x)
+    with torch.random.fork_rng(devices=[]):
+        for x in batches(loader, device):
+            total += float(model(x).sum())
+            count += len(x)
     model.train(was_training)
     return total / count
 
