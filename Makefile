@@ -26,16 +26,19 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 book: venv  ## build the book for PROFILE into _build/PROFILE/_build/html
-	SPANLIB_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --path-output _build/$(PROFILE) $(BOOK_FLAGS)
+	SPANLIB_PROFILE=$(PROFILE) SPANLIB_RESULTS=$(CURDIR)/_build/$(PROFILE)/results \
+		$(BIN)/jupyter-book build . --path-output _build/$(PROFILE) $(BOOK_FLAGS)
 	@echo "Book: _build/$(PROFILE)/_build/html/index.html"
 
 book-student: venv  ## build the student edition (solutions removed) into _build/student/_build/html
-	BOOK_HIDE_SOLUTIONS=1 SPANLIB_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --path-output _build/student $(BOOK_FLAGS)
+	BOOK_HIDE_SOLUTIONS=1 SPANLIB_PROFILE=$(PROFILE) SPANLIB_RESULTS=$(CURDIR)/_build/$(PROFILE)/results \
+		$(BIN)/jupyter-book build . --path-output _build/student $(BOOK_FLAGS)
 	@echo "Student book: _build/student/_build/html/index.html"
 
 book-offline: venv  ## strict quick build with local MathJax and widget scripts, for the browser test
 	$(BIN)/python tools/fetch_offline_assets.py
-	BOOK_OFFLINE=1 SPANLIB_PROFILE=quick $(BIN)/jupyter-book build . --path-output _build/offline $(BOOK_FLAGS)
+	BOOK_OFFLINE=1 SPANLIB_PROFILE=quick SPANLIB_RESULTS=$(CURDIR)/_build/offline/results \
+		$(BIN)/jupyter-book build . --path-output _build/offline $(BOOK_FLAGS)
 
 chromium:  ## install Debian's Chromium for the browser test (needs root or sudo)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
