@@ -129,14 +129,11 @@ def train_span(
         else:
             _gradient_step(span.einet, x, einet_opt, span.einet_parameters())
 
-    def coordinate_step(x):
-        _gradient_step(span, x, einet_opt, span.einet_parameters())
-        _gradient_step(span, x, encoder_opt, span.encoder_parameters())
-
-    def finetune_step(x):
-        _gradient_step(span, x, einet_opt, span.einet_parameters())
-
-    steps = {"warmup": warmup_step, "coordinate": coordinate_step, "finetune": finetune_step}
+    steps = {
+        "warmup": warmup_step,
+        "coordinate": lambda x: coordinate_step(span, x, einet_opt, encoder_opt),
+        "finetune": lambda x: finetune_step(span, x, einet_opt),
+    }
     epochs = {"warmup": warmup_epochs, "coordinate": coordinate_epochs, "finetune": finetune_epochs}
     for phase in PHASES:
         _run_phase(span, phase, epochs[phase], steps[phase], loader, eval_loader, val_loader, device, history,
@@ -145,9 +142,35 @@ def train_span(
     return history
 
 
+def coordinate_step(span, x, einet_opt, encoder_opt) -> None:
+    """Update the Einsum network with the encoders fixed, then the encoders with the updated network.
+
+    The encoders run once per batch: their logits do not depend on the Einsum network, so the
+    second update reuses them (with their graph) for a circuit pass with the new parameters. The
+    result equals two full forward passes, except that token masking and dropout draw once.
+    """
+    x, observed = span._prepare(x, None)
+    logits, mixing_logits = span._attention_logits(x, observed)
+    fixed_logits = [z.detach() for z in logits]
+    fixed_mixing = [None if z is None else z.detach() for z in mixing_logits]
+    _apply_gradient(-span._energy(x, observed, fixed_logits, fixed_mixing).mean(), einet_opt, span.einet_parameters())
+    _apply_gradient(-span._energy(x, observed, logits, mixing_logits).mean(), encoder_opt, span.encoder_parameters())
+
+
+def finetune_step(span, x, einet_opt) -> None:
+    """Update the Einsum network with the encoders frozen; the encoders run without autograd."""
+    x, observed = span._prepare(x, None)
+    with torch.no_grad():
+        logits, mixing_logits = span._attention_logits(x, observed)
+    _apply_gradient(-span._energy(x, observed, logits, mixing_logits).mean(), einet_opt, span.einet_parameters())
+
+
 def _gradient_step(model, x, optimizer, parameters) -> None:
-    """One Adam step on `parameters` maximising mean model(x); other parameters get no update."""
-    loss = -model(x).mean()
+    """Take one Adam step on `parameters` maximising mean model(x); other parameters get no update."""
+    _apply_gradient(-model(x).mean(), optimizer, parameters)
+
+
+def _apply_gradient(loss, optimizer, parameters) -> None:
     grads = torch.autograd.grad(loss, parameters, allow_unused=True)
     for p, g in zip(parameters, grads):
         p.grad = g
