@@ -57,13 +57,11 @@ def em_step(net, x: torch.Tensor, step_size: float = 0.05, marginalize: torch.Te
 
 
 def _update_leaves(leaf, grad: torch.Tensor, step: float) -> None:
-    """M-step of the leaves from the gradient of the contraction weights (regions, width * F, K)."""
+    """M-step of the leaves from the gradient of the contraction weights (regions, width, K, F)."""
     regions, width = leaf.index.shape
     family, dims = leaf.family, leaf.num_dims
-    grad = grad.reshape(regions, width, -1, leaf.K)
-    counts = grad[:, :, -1, :]
-    stats = grad[:, :, :-1, :].reshape(regions, width, dims, family.num_stats, leaf.K)
-    stats = stats.permute(0, 1, 4, 2, 3)
+    counts = grad[..., -1]
+    stats = grad[..., :-1].reshape(regions, width, leaf.K, dims, family.num_stats)
 
     seen = counts > 1e-12
     mean_stats = stats / counts.clamp_min(1e-12)[..., None, None]

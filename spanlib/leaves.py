@@ -7,9 +7,9 @@ dims of a multi-dimensional variable) of one exponential-family density
 
 Because this is linear in the sufficient statistics T(x), the log-density of a whole leaf region
 is one contraction of the stacked features [T(x), 1] against [theta, -A(theta)]. The layer
-gathers each region's variables once (a padded index, no dense scope tensor) and contracts all
-regions in one batched matrix product. Marginalising a variable sets its features to 0, so it
-contributes log 1. The gradient of the output with respect to [theta, -A] is the
+gathers each region's variables through a padded index (no dense scope tensor) and contracts
+blocks of regions with batched matrix products. Marginalising a variable sets its features to
+0, so it contributes log 1. The gradient of the output with respect to [theta, -A] is the
 responsibility-weighted sum of [T(x), 1], which is exactly what an EM step needs.
 """
 
@@ -254,9 +254,13 @@ class Normal(LeafFamily):
         return torch.logit(fraction.clamp(1e-6, 1 - 1e-6))
 
     def natural(self, params):
-        mean, var = params[..., 0], self.variance(params)
-        natural = torch.stack([mean / var, -0.5 / var], dim=-1)
-        log_normaliser = 0.5 * mean**2 / var + 0.5 * torch.log(2 * math.pi * var)
+        # One reciprocal shared by both natural parameters keeps the op count (and autograd graph) small.
+        mean, raw = params.unbind(-1)
+        var = self.min_var + (self.max_var - self.min_var) * torch.sigmoid(raw)
+        precision = 1 / var
+        scaled_mean = mean * precision
+        natural = torch.stack([scaled_mean, -0.5 * precision], dim=-1)
+        log_normaliser = 0.5 * (mean * scaled_mean + torch.log(2 * math.pi * var))
         return natural, log_normaliser
 
     def statistics(self, x):
@@ -296,6 +300,80 @@ def leaf_from_config(name: str, config: dict) -> LeafFamily:
     return LEAF_FAMILIES[name](**config)
 
 
+# Gathered bytes per block of leaf regions in the leaf contraction. Blocks of a few MB stay in the
+# CPU caches and keep the gathered copy from growing with the number of regions. The value was
+# chosen with benchmarks/einet_speed.py --leaf-variants; see benchmarks/README.md.
+DEFAULT_BLOCK_BYTES = 4 * 2**20
+
+
+class _LeafContraction(torch.autograd.Function):
+    """Contract every leaf region's gathered features [T(x), 1] with its weights [theta, -A].
+
+    Inputs: per_var (num_vars + 1, F', batch) with the padding variable last; features
+    (regions, width, K, F); index (regions * width,) variable of each position; real (regions,
+    width), 1 at positions that contain a variable; with_count is True when per_var has the count
+    column (F' = F) and False when every variable is observed and per_var leaves it out
+    (F' = F - 1). Returns (regions, K, batch).
+
+    Without the count column, each region's count weights add the constant sum over its real
+    positions of -A. Blocks of `chunk` regions are gathered into one reused buffer, and the
+    backward pass gathers them again instead of keeping them, so memory stays at one block and
+    gradients flow to both per_var and features.
+    """
+
+    @staticmethod
+    def forward(ctx, per_var, features, index, real, with_count, chunk):
+        regions, width, K, _ = features.shape
+        used, batch = per_var.shape[1:]
+        out = per_var.new_empty(regions, K, batch)
+        buffer = per_var.new_empty(min(chunk, regions) * width, used, batch)
+        for start in range(0, regions, chunk):
+            stop = min(start + chunk, regions)
+            rows = index[start * width : stop * width]
+            gathered = torch.index_select(per_var, 0, rows, out=buffer[: len(rows)]).view(stop - start, -1, batch)
+            # (block, K, width * F'): contiguous rows give a faster product than a transposed view.
+            block = features[start:stop, :, :, :used].transpose(1, 2).reshape(stop - start, K, -1)
+            torch.bmm(block, gathered, out=out[start:stop])
+        if not with_count:
+            bias = (features[..., -1] * real.unsqueeze(-1)).sum(1)
+            out += bias.unsqueeze(-1)
+        ctx.save_for_backward(per_var, features, index, real)
+        ctx.with_count, ctx.chunk = with_count, chunk
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        per_var, features, index, real = ctx.saved_tensors
+        regions, width, K, _ = features.shape
+        used, batch = per_var.shape[1:]
+        grad_out = grad_out.contiguous()
+        need_per_var, need_features = ctx.needs_input_grad[:2]
+
+        grad_per_var = torch.zeros_like(per_var) if need_per_var else None
+        # (regions, K, width * F'), the layout in which the product per block is fastest.
+        grad_weights = features.new_empty(regions, K, width * used) if need_features else None
+        buffer = per_var.new_empty(min(ctx.chunk, regions) * width, used, batch)
+        for start in range(0, regions, ctx.chunk):
+            stop = min(start + ctx.chunk, regions)
+            rows = index[start * width : stop * width]
+            grad_block = grad_out[start:stop]
+            if need_features:
+                gathered = torch.index_select(per_var, 0, rows, out=buffer[: len(rows)]).view(stop - start, -1, batch)
+                torch.bmm(grad_block, gathered.transpose(1, 2), out=grad_weights[start:stop])
+            if need_per_var:
+                block = features[start:stop, :, :, :used].permute(0, 1, 3, 2).reshape(stop - start, -1, K)
+                grad_gathered = torch.bmm(block, grad_block)
+                grad_per_var.index_add_(0, rows, grad_gathered.view(-1, used, batch))
+        grad_features = None
+        if need_features:
+            grad_features = torch.empty_like(features)
+            grad_features[..., :used] = grad_weights.view(regions, K, width, used).transpose(1, 2)
+            if not ctx.with_count:
+                grad_features[..., -1] = real.unsqueeze(-1) * grad_out.sum(-1).unsqueeze(1)
+        return grad_per_var, grad_features, None, None, None, None
+
+
 class LeafLayer(nn.Module):
     """K factorised densities for every leaf region.
 
@@ -317,6 +395,8 @@ class LeafLayer(nn.Module):
         self.num_dims = num_dims
         self.register_buffer("index", index, persistent=False)
         regions, width = index.shape
+        self.register_buffer("real", (index < num_vars).to(torch.get_default_dtype()), persistent=False)
+        self.block_bytes = DEFAULT_BLOCK_BYTES
         generator = torch.Generator().manual_seed(0)
         self.params = nn.Parameter(family.init_params((regions, width, K, num_dims), None, generator))
 
@@ -328,19 +408,18 @@ class LeafLayer(nn.Module):
             self.params.copy_(new)
 
     def features(self, params: torch.Tensor | None = None) -> torch.Tensor:
-        """Return [theta, -A(theta)] per (region, position, K) as (regions, width * F, K).
+        """Return [theta, -A(theta)] per (region, position, density) as (regions, width, K, F).
 
-        F = num_dims * num_stats + 1; these are the weights of the contraction in `forward`.
+        F = num_dims * num_stats + 1: the natural parameters of each dim in turn, then minus the
+        log-normaliser summed over the dims. These are the weights of the contraction in `forward`.
         """
         params = self.params if params is None else params
         natural, log_normaliser = self.family.natural(params)
-        regions, width, K = natural.shape[:3]
-        natural = natural.permute(0, 1, 3, 4, 2).reshape(regions, width, -1, K)
-        features = torch.cat([natural, -log_normaliser.sum(-1).unsqueeze(2)], dim=2)
-        return features.reshape(regions, -1, K)
+        natural = natural.flatten(-2)
+        return torch.cat([natural, -log_normaliser.sum(-1, keepdim=True)], dim=-1)
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor | None, features: torch.Tensor) -> torch.Tensor:
-        """Return log-densities (batch, regions, K).
+        """Return log-densities (batch, regions, K), a view of a contiguous (regions, K, batch) tensor.
 
         Args:
             x: (batch, num_vars, num_dims) values; entries where `observed` is False are ignored.
@@ -348,26 +427,36 @@ class LeafLayer(nn.Module):
             features: output of `features()`, or a detached copy that records EM statistics.
         """
         batch = x.shape[0]
+        # Variables first and the batch last, so that gathering a variable copies one contiguous row.
+        x_t = x.permute(1, 2, 0)
+        observed_t = None
         if observed is not None:
-            x = torch.where(observed.unsqueeze(-1), x, self.safe_value(x))
-        stats = self.family.statistics(x).reshape(batch, self.num_vars, -1)
-        ones = torch.ones_like(stats[..., :1])
-        per_var = torch.cat([stats, ones], dim=-1)
-        if observed is not None:
-            per_var = per_var * observed.unsqueeze(-1).to(per_var.dtype)
-        per_var = torch.cat([per_var, per_var.new_zeros(batch, 1, per_var.shape[-1])], dim=1)
+            observed_t = observed.t().unsqueeze(1)
+            x_t = torch.where(observed_t, x_t, self.safe_value(x))
+        stats = self.family.statistics(x_t).movedim(-1, 2).reshape(self.num_vars, -1, batch)
+        if observed_t is not None:
+            stats = torch.cat([stats, torch.ones_like(stats[:, :1])], dim=1) * observed_t.to(stats.dtype)
+        # Row num_vars is the padding variable: all features 0, so padded positions add nothing.
+        per_var = torch.cat([stats, stats.new_zeros(1, stats.shape[1], batch)], dim=0)
 
-        gathered = per_var[:, self.index.flatten()].reshape(batch, self.index.shape[0], -1)
-        out = torch.bmm(gathered.transpose(0, 1), features).transpose(0, 1)
+        with_count = observed_t is not None
+        out = _LeafContraction.apply(per_var, features, self.index.flatten(), self.real, with_count, self.chunk_size(batch))
 
-        log_h = self.family.log_base_measure(x)
+        log_h = self.family.log_base_measure(x_t)
         if log_h is not None:
-            log_h = log_h.sum(-1)
-            if observed is not None:
-                log_h = log_h * observed.to(log_h.dtype)
-            log_h = torch.cat([log_h, log_h.new_zeros(batch, 1)], dim=1)
-            out = out + log_h[:, self.index].sum(-1, keepdim=True)
-        return out
+            log_h = log_h.sum(1)
+            if observed_t is not None:
+                log_h = log_h * observed_t.squeeze(1).to(log_h.dtype)
+            log_h = torch.cat([log_h, log_h.new_zeros(1, batch)], dim=0)
+            out = out + log_h[self.index].sum(1).unsqueeze(1)
+        return out.permute(2, 0, 1)
+
+    def chunk_size(self, batch: int) -> int:
+        """Return the leaf regions per block of the contraction: as many as fit in `block_bytes` of gathered features."""
+        width = self.index.shape[1]
+        features = self.num_dims * self.family.num_stats + 1
+        per_region = width * features * batch * self.params.element_size()
+        return max(1, self.block_bytes // per_region)
 
     def safe_value(self, x: torch.Tensor) -> torch.Tensor:
         """Return a value inside the support, used in place of marginalised entries."""
