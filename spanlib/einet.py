@@ -136,11 +136,16 @@ class EinsumNetwork(nn.Module):
         pieces = [leaves]
         stored = Trace(leaves, [], [], [], [], [])
         for depth, layer in enumerate(self.einsum_layers):
+            # Every value is a (batch, slots, K) view of a contiguous (slots, K, batch) tensor (see
+            # spanlib.layers), so children are gathered as whole rows of that layout.
             local = self._children_in_last[depth]
-            table = pieces[-1] if local else torch.cat(pieces, dim=1)
+            if local:
+                table = pieces[-1].permute(1, 2, 0)
+            else:
+                table = torch.cat([piece.permute(1, 2, 0) for piece in pieces], dim=0)
             offset = self._slot_offsets[depth] if local else 0
-            left = table[:, layer.left_slots - offset]
-            right = table[:, layer.right_slots - offset]
+            left = table.index_select(0, layer.left_slots - offset).permute(2, 0, 1)
+            right = table.index_select(0, layer.right_slots - offset).permute(2, 0, 1)
             out = layer(left, right, log_weights[depth])
             if self._has_mixing[depth]:
                 regions = self.mixing_layers[depth](out, mixing_log_weights[depth])

@@ -10,6 +10,12 @@ partitions of one region. Both work on log-values: subtracting the maximum of ea
 before exponentiating is exact (the maxima factor out of the bilinear form) and keeps the values
 in (0, 1], so inputs of -1e4 lose nothing. A child vector that is -inf everywhere gives -inf,
 never NaN.
+
+Memory layout: the layers take and return (batch, P, K) tensors, but compute on the permuted
+(P, K, batch) layout, where the sums over K run over a strided dimension with the batch
+contiguous and the einsum is one plain batched matrix product. `EinsumNetwork` keeps every
+value in that layout, so the permutes at the layer boundaries cost nothing there. Tensors in
+the ordinary (batch, P, K) layout work too, at the price of one copy each.
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ from torch import nn
 
 
 def finite_max(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
-    """Return the maximum over `dim` (kept), with 0 where every entry is -inf."""
-    m = torch.amax(x, dim=dim, keepdim=True)
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
+    """Return the maximum over `dim` (kept, detached), with 0 where every entry is -inf."""
+    m = torch.amax(x.detach(), dim=dim, keepdim=True)
+    return m.masked_fill_(m == float("-inf"), 0.0)
+
+
+def batch_last(x: torch.Tensor) -> torch.Tensor:
+    """Return (batch, P, K) values as a contiguous (P, K, batch) tensor; free for a permuted view of one."""
+    return x.permute(1, 2, 0).contiguous()
 
 
 def safe_log(x: torch.Tensor) -> torch.Tensor:
@@ -74,18 +85,24 @@ class EinsumLayer(nn.Module):
         return normalize_log_weights(self.logits, 2)
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
-        left_max = finite_max(left, -1)
-        right_max = finite_max(right, -1)
+        left, right = batch_last(left), batch_last(right)
+        batch = left.shape[-1]
+        left_max = finite_max(left, 1)
+        right_max = finite_max(right, 1)
         left_exp = torch.exp(left - left_max)
         right_exp = torch.exp(right - right_max)
-        weights = torch.exp(log_weights)
+        # pairs[p, i * K + j, b] = left[p, i, b] * right[p, j, b]
+        pairs = (left_exp.unsqueeze(2) * right_exp.unsqueeze(1)).view(self.num_partitions, -1, batch)
 
-        pairs = left_exp.unsqueeze(-1) * right_exp.unsqueeze(-2)
+        weights = torch.exp(log_weights)
         if weights.dim() == 4:
-            out = torch.einsum("bpij,pkij->bpk", pairs, weights)
+            out = torch.bmm(weights.view(self.num_partitions, self.out_size, -1), pairs)
         else:
-            out = torch.einsum("bpij,bpkij->bpk", pairs, weights)
-        return safe_log(out) + left_max + right_max
+            # Per-sample weights (batch, P, out, K, K): one small matrix-vector product per (sample, partition).
+            per_sample = torch.matmul(weights.flatten(-2), pairs.permute(2, 0, 1).unsqueeze(-1))
+            out = per_sample.squeeze(-1).permute(1, 2, 0)
+        out = safe_log(out) + (left_max + right_max)
+        return out.permute(2, 0, 1)
 
     def extra_repr(self) -> str:
         return f"partitions={self.num_partitions}, K={self.K}, out_size={self.out_size}"
@@ -124,7 +141,22 @@ class MixingLayer(nn.Module):
         return picked.masked_fill(~self.valid, float("-inf"))
 
     def forward(self, values: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
-        return log_sum_exp(self.gather(values) + log_weights, dim=-1)
+        """Return (batch, regions, size) mixtures of values (batch, partitions, size).
+
+        `log_weights` is (regions, size, C), or (batch, regions, size, C) for per-sample weights.
+        """
+        values = batch_last(values)
+        batch = values.shape[-1]
+        picked = values.index_select(0, self.children_index.flatten())
+        picked = picked.view(self.num_regions, self.num_children, self.size, batch)
+        # Padded children get weight -inf, so whatever value they picked drops out of the sum.
+        weights = log_weights.masked_fill(~self.valid, float("-inf"))
+        if weights.dim() == 3:
+            weights = weights.transpose(1, 2).unsqueeze(-1)
+        else:
+            weights = weights.permute(1, 3, 2, 0)
+        out = log_sum_exp(picked + weights, dim=1)
+        return out.permute(2, 0, 1)
 
     def extra_repr(self) -> str:
         return f"regions={self.num_regions}, children={self.num_children}, size={self.size}"
