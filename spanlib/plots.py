@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.patches import Patch
 
 from .reproduce.paper import MODEL_LABELS
 
@@ -99,12 +100,13 @@ def training_curve(history, ax=None):
     ax.plot(steps, [r["train"] for r in records], "o-", label="train")
     if any(r["validation"] is not None for r in records):
         ax.plot(steps, [r["validation"] for r in records], "s--", label="validation")
-    for phase, colour in colours.items():
-        ax.axvspan(0, 0, color=colour, alpha=0.3, label=f"phase: {phase}")
+    # Legend-only patches: a zero-width axvspan would draw a line at x=0 and stretch the axis to it.
+    phase_patches = [Patch(color=colour, alpha=0.3, label=f"phase: {phase}") for phase, colour in colours.items()]
     ax.set_xlabel("epoch (all phases)")
     ax.set_ylabel("mean -E(x) (nats per image)")
     ax.set_title("SPAN's three-phase training")
-    ax.legend(fontsize=8)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + phase_patches, fontsize=8)
     return ax
 
 
