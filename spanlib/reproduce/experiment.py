@@ -289,6 +289,9 @@ class Experiment:
         rows, reconstructions = [], {}
         for name in models:
             model = self.model(name, cluster=True)
+            # The EBM fills pixels by Langevin dynamics on torch's global generator. Seeding after
+            # `self.model`, which may have trained, gives the same images whether it trained or loaded.
+            torch.manual_seed(self.profile.seed)
             for kind in ("top", "left"):
                 mask = inpainting_mask(d.image_size, d.image_size, kind)
                 filled = _inpaint_batches(model, test.to(self.device), mask.to(self.device)).cpu()
@@ -307,10 +310,11 @@ class Experiment:
 
     def samples(self, n: int = 16, models=INPAINTING_MODELS) -> dict[str, torch.Tensor]:
         """Draw n images from each cluster model (SPAN through its Einsum network; EBM from 0.5 grey)."""
-        torch.manual_seed(self.profile.seed)
         out = {}
         for name in models:
             model = self.model(name, cluster=True)
+            # Seeded after `self.model`, which may have trained, for the same reason as in `inpainting`.
+            torch.manual_seed(self.profile.seed)
             drawn = model.sample(n, seed=self.profile.seed) if isinstance(model, ImageCircuit) else model.sample(n)
             out[name] = drawn.detach().cpu().clamp(0, 1)
         return out
