@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help=f"results folder (default: $SPANLIB_RESULTS or {default_results_dir()})")
     run.add_argument("--n-train", type=int, default=None, help="use this many training images instead of the profile's")
     run.add_argument("--n-test", type=int, default=None, help="use at most this many images of each test set")
-    run.add_argument("--max-epochs", type=int, default=None, help="cap every epoch count of the profile at this number")
+    run.add_argument("--max-epochs", type=int, default=None,
+                     help="cap every epoch count at this number: SPAN's phases, the Einsum network's EM epochs "
+                     "and the training epochs of the EBM, MAF and VAE baselines")
     run.add_argument("--quiet", action="store_true", help="hide progress bars")
     return parser
 
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     profile = with_overrides(named_profile(args.profile), args.n_train, args.n_test, args.max_epochs)
     try:
-        experiment = Experiment(profile, out=args.out, progress=not args.quiet)
+        experiment = Experiment(profile, out=args.out, progress=not args.quiet, baseline_max_epochs=args.max_epochs)
         tasks = TASKS if args.task == "all" else (args.task,)
         for task in tasks:
             start = time.perf_counter()

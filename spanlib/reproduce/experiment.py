@@ -77,17 +77,24 @@ class Experiment:
         out: results root; defaults to `default_results_dir()`.
         files: local `.npz` files for data sets, passed to `load_profile_data`.
         progress: show tqdm bars.
+        baseline_max_epochs: cap on the epoch counts of the EBM, MAF and VAE baselines, whose
+            settings come from their own `for_profile` configs rather than from `profile`.
     """
 
-    def __init__(self, profile, out: str | Path | None = None, files: dict | None = None, progress: bool = True):
+    def __init__(self, profile, out: str | Path | None = None, files: dict | None = None, progress: bool = True,
+                 baseline_max_epochs: int | None = None):
         from ..profiles import profile as named_profile
 
+        if baseline_max_epochs is not None and baseline_max_epochs < 1:
+            raise ValueError(f"baseline_max_epochs must be at least 1, got {baseline_max_epochs}")
         self.profile = profile
         self.files = files
         self.progress = progress
+        self.baseline_max_epochs = baseline_max_epochs
         self.device = profile.torch_device()
         reference = named_profile(profile.name).as_dict()
-        self.run_name = profile.name if profile.as_dict() == reference else f"{profile.name}-{_fingerprint(profile.as_dict())}"
+        settings = self.settings()
+        self.run_name = profile.name if settings == reference else f"{profile.name}-{_fingerprint(settings)}"
         self.root = Path(out) if out is not None else default_results_dir()
         self.folder = self.root / self.run_name
         for sub in ("checkpoints", "tables", "figures"):
@@ -96,14 +103,21 @@ class Experiment:
         self._models: dict[str, object] = {}
 
     # ------------------------------------------------------------------ bookkeeping
+    def settings(self) -> dict:
+        """Return the profile's settings, plus the baseline epoch cap when one is set."""
+        settings = self.profile.as_dict()
+        if self.baseline_max_epochs is not None:
+            settings["baseline_max_epochs"] = self.baseline_max_epochs
+        return settings
+
     def _check_run_marker(self) -> None:
         marker = self.folder / "profile.json"
-        current = self.profile.as_dict()
+        current = self.settings()
         if marker.exists():
             stored = json.loads(marker.read_text())
             if stored != current:
                 raise CheckpointMismatchError(
-                    f"{self.folder} holds results of another configuration (see {marker}); "
+                    f"{self.folder} contains results of another configuration (see {marker}); "
                     "choose another --out folder or delete that one"
                 )
         else:
@@ -115,7 +129,7 @@ class Experiment:
             "profile": self.profile.name,
             "run": self.run_name,
             "seed": self.profile.seed,
-            "settings": self.profile.as_dict(),
+            "settings": self.settings(),
             "versions": {"spanlib": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "device": str(self.device),
             "wall_seconds": round(seconds, 2),
@@ -199,7 +213,10 @@ class Experiment:
     def _baseline_config(self, name: str):
         d = self.profile.data
         config_class = BASELINES[name][1]
-        return config_class.for_profile(self.profile.name, channels=d.channels, image_size=d.image_size)
+        config = config_class.for_profile(self.profile.name, channels=d.channels, image_size=d.image_size)
+        if self.baseline_max_epochs is not None:
+            config = dataclasses.replace(config, epochs=min(config.epochs, self.baseline_max_epochs))
+        return config
 
     def _train(self, name: str, images: torch.Tensor):
         p = self.profile
