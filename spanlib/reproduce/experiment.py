@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import time
+import zipfile
 from functools import cached_property
 from pathlib import Path
 
@@ -186,8 +187,7 @@ class Experiment:
         sidecar = path.with_suffix(".json")
         fingerprint = _fingerprint(config)
         if path.exists():
-            stored = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-            if stored.get("fingerprint") != fingerprint:
+            if self._stored_fingerprint(path, sidecar) != fingerprint:
                 raise CheckpointMismatchError(
                     f"checkpoint {path} was written for another configuration; delete it to retrain, "
                     "or use another --out folder"
@@ -197,9 +197,12 @@ class Experiment:
             images = self.cluster[0] if cluster else self.data.train
             start = time.perf_counter()
             model = self._train(name, images)
+            # The sidecar goes first: a run interrupted between the two writes leaves a sidecar
+            # without a checkpoint, and the next run retrains instead of rejecting an unlabelled file.
+            record = {"fingerprint": fingerprint, "config": config,
+                      "train_seconds": round(time.perf_counter() - start, 2)}
+            _atomic_save(lambda tmp: tmp.write_text(json.dumps(record, indent=2)), sidecar)
             _atomic_save(self._save_function(model), path)
-            sidecar.write_text(json.dumps({"fingerprint": fingerprint, "config": config,
-                                           "train_seconds": round(time.perf_counter() - start, 2)}, indent=2))
         self._models[key] = model
         return model
 
@@ -209,6 +212,22 @@ class Experiment:
         p = self.profile
         return {"data": dataclasses.asdict(p.data), "einet": dataclasses.asdict(p.einet), "train": dataclasses.asdict(p.train),
                 "encoder": dataclasses.asdict(p.encoder) if name == "span" else None, "seed": p.seed}
+
+    @staticmethod
+    def _stored_fingerprint(path: Path, sidecar: Path) -> str:
+        """Return the configuration fingerprint recorded next to checkpoint `path`."""
+        if not sidecar.exists():
+            raise CheckpointMismatchError(
+                f"checkpoint {path} has no record of its configuration ({sidecar} is missing); "
+                "delete the checkpoint to retrain"
+            )
+        try:
+            return json.loads(sidecar.read_text())["fingerprint"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointMismatchError(
+                f"{sidecar}, the configuration record of checkpoint {path}, is corrupt ({error!r}); "
+                "delete both files to retrain"
+            ) from error
 
     def _baseline_config(self, name: str):
         d = self.profile.data
@@ -261,18 +280,30 @@ class Experiment:
     def ood_scores(self, models=OOD_MODELS) -> dict[str, dict[str, np.ndarray]]:
         """Return model -> {"in-distribution" or OOD set name -> scores}, cached in tables/ood_scores.npz."""
         cache = self.folder / "tables" / "ood_scores.npz"
-        stored = dict(np.load(cache)) if cache.exists() else {}
+        stored = _read_score_cache(cache)
         scores: dict[str, dict[str, np.ndarray]] = {}
         sets = {"in-distribution": self.data.test, **self.data.ood}
         for name in models:
+            model = self.model(name)
+            # Scores are only reused for the checkpoint they were computed with: a model that was
+            # deleted and retrained has a new sidecar, so its old scores are dropped.
+            stamp_key, stamp = f"{name}/checkpoint", self._checkpoint_stamp(name)
+            if str(stored.get(stamp_key, "")) != stamp:
+                stored = {key: value for key, value in stored.items() if not key.startswith(f"{name}/")}
+                stored[stamp_key] = np.array(stamp)
             scores[name] = {}
             for set_name, images in sets.items():
                 key = f"{name}/{set_name}"
                 if key not in stored:
-                    stored[key] = score_dataset(self.model(name), images, name=MODEL_LABELS[name], progress=self.progress)
+                    stored[key] = score_dataset(model, images, name=MODEL_LABELS[name], progress=self.progress)
                 scores[name][set_name] = stored[key]
-            np.savez(cache, **stored)
+            _atomic_save(lambda tmp: _write_npz(tmp, stored), cache)
         return scores
+
+    def _checkpoint_stamp(self, key: str) -> str:
+        """Return a hash of the sidecar of checkpoint `key`, which changes whenever the model is retrained."""
+        sidecar = self.folder / "checkpoints" / f"{key}.json"
+        return hashlib.sha256(sidecar.read_bytes()).hexdigest()[:12]
 
     def ood_table(self, models=OOD_MODELS):
         """Compute Table 1 (AUROC, AUPR, FPR95 per model and OOD set) beside the paper's AUROC; write it."""
@@ -365,6 +396,23 @@ def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
     """Return the entropy (nats) of weights normalised over the last two dims (the K x K child pairs)."""
     p = weights.flatten(-2)
     return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+
+
+def _read_score_cache(path: Path) -> dict[str, np.ndarray]:
+    """Return the arrays of a score cache, or an empty dict when it is missing or unreadable (it is recomputed)."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path) as archive:
+            return dict(archive)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return {}
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # Through a file object, because np.savez appends ".npz" to a path that lacks it.
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _inpaint_batches(model, images: torch.Tensor, mask: torch.Tensor, batch_size: int = 100) -> torch.Tensor:
