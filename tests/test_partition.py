@@ -1,0 +1,169 @@
+"""Tests of SPAN's partition function against a brute-force sum of exp(-E(x)) over every state."""
+
+import math
+
+import pytest
+import torch
+
+from spanlib import (
+    SPAN,
+    Bernoulli,
+    BernoulliEmbedding,
+    Categorical,
+    EinsumNetwork,
+    LinearEmbedding,
+    Normal,
+    log_partition_function,
+    random_binary_trees,
+)
+
+ENCODER = dict(depth=1, heads=2, d_model=8, d_ff=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Run on one thread: for models this small, OpenMP workers cost more than they save, most of all on busy cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_span(leaf=None, num_vars=6, embedding=None, **settings):
+    torch.manual_seed(0)
+    net = EinsumNetwork(random_binary_trees(num_vars, 2, 2, seed=0), leaf or Bernoulli(), K=3)
+    return SPAN(net, embedding or BernoulliEmbedding(), **{**ENCODER, **settings}).double().eval()
+
+
+def randomize_heads(span, scale=1.0, seed=1):
+    """Give every head random output weights, so that attention differs from sample to sample."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in list(span.heads.parameters()) + list(span.mixing_heads.parameters()):
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale)
+    return span
+
+
+def all_states(num_vars, num_values=2):
+    """Return every joint state as (num_values**num_vars, num_vars): the base-num_values digits of 0, 1, ..."""
+    codes = torch.arange(num_values**num_vars)
+    digits = [(codes // num_values**position) % num_values for position in range(num_vars)]
+    return torch.stack(digits, dim=1).double()
+
+
+def brute_force_log_z(span, num_values=2):
+    states = all_states(span.einet.num_vars, num_values)
+    with torch.no_grad():
+        return float(torch.logsumexp(span(states), dim=0))
+
+
+@pytest.mark.parametrize("reweight_mixing", [False, True])
+def test_exact_matches_brute_force(reweight_mixing):
+    span = randomize_heads(make_span(reweight_mixing=reweight_mixing))
+    expected = brute_force_log_z(span)
+    result = log_partition_function(span, method="exact", batch_size=7)
+    assert abs(expected) > 1e-3  # attention really moved Z away from 1
+    assert result.value == pytest.approx(expected, abs=1e-10)
+    assert result.std_error == 0
+    assert result.num_samples == 2**6
+    assert result.method == "exact"
+
+
+def test_exact_categorical():
+    span = randomize_heads(make_span(Categorical(3), num_vars=4, embedding=LinearEmbedding(1)))
+    expected = brute_force_log_z(span, num_values=3)
+    assert abs(expected) > 1e-3
+    assert log_partition_function(span).value == pytest.approx(expected, abs=1e-10)
+
+
+def test_importance_within_four_errors():
+    span = randomize_heads(make_span())
+    exact = brute_force_log_z(span)
+    result = log_partition_function(span, method="importance", num_samples=2000, batch_size=1000, seed=3)
+    assert result.method == "importance"
+    assert result.num_samples == 2000
+    assert 0 < result.std_error < 0.1
+    assert abs(result.value - exact) < 4 * result.std_error
+    assert 1 < result.effective_sample_size <= 2000
+
+
+def test_importance_seeded():
+    span = randomize_heads(make_span())
+    first = log_partition_function(span, method="importance", num_samples=500, seed=5)
+    second = log_partition_function(span, method="importance", num_samples=500, seed=5)
+    assert first == second
+
+
+@pytest.mark.parametrize("reweight_mixing", [False, True])
+def test_uniform_attention_exact(reweight_mixing):
+    span = make_span(reweight_mixing=reweight_mixing)
+    assert abs(log_partition_function(span).value) < 1e-6
+    assert abs(brute_force_log_z(span)) < 1e-6
+
+
+def test_uniform_attention_importance():
+    span = make_span()
+    result = log_partition_function(span, method="importance", num_samples=300, batch_size=100)
+    assert abs(result.value) < 1e-6
+    assert result.std_error < 1e-6
+    assert result.effective_sample_size == pytest.approx(300)
+
+
+def test_uniform_attention_normal_leaves():
+    span = make_span(Normal(), embedding=LinearEmbedding(1))
+    result = log_partition_function(span, method="importance", num_samples=200)
+    assert abs(result.value) < 1e-6
+    assert result.std_error < 1e-6
+
+
+def test_log_prob_normalised():
+    span = randomize_heads(make_span())
+    states = all_states(span.einet.num_vars)
+    log_z = log_partition_function(span)
+    with torch.no_grad():
+        total = float(torch.logsumexp(span.log_prob(states, log_z), dim=0))
+    assert total == pytest.approx(0.0, abs=1e-10)
+
+
+def test_log_prob_computes_z():
+    span = randomize_heads(make_span())
+    states = all_states(span.einet.num_vars)
+    with torch.no_grad():
+        total = float(torch.logsumexp(span.log_prob(states), dim=0))
+        with_float = span.log_prob(states[:4], brute_force_log_z(span))
+        expected = span(states[:4]) - brute_force_log_z(span)
+    assert total == pytest.approx(0.0, abs=1e-10)
+    torch.testing.assert_close(with_float, expected)
+
+
+def test_restores_training_mode():
+    span = randomize_heads(make_span()).train()
+    log_partition_function(span)
+    assert span.training
+
+
+def test_too_many_states():
+    span = make_span()
+    with pytest.raises(ValueError, match=r"2\*\*6 = 64.*max_states=10"):
+        log_partition_function(span, max_states=10)
+
+
+def test_exact_continuous_leaves():
+    span = make_span(Normal(), embedding=LinearEmbedding(1))
+    with pytest.raises(ValueError, match="importance"):
+        log_partition_function(span, method="exact")
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="'mcmc'"):
+        log_partition_function(make_span(), method="mcmc")
+
+
+def test_too_few_samples():
+    with pytest.raises(ValueError, match="got 1"):
+        log_partition_function(make_span(), method="importance", num_samples=1)
+
+
+def test_float_conversion():
+    result = log_partition_function(randomize_heads(make_span()))
+    assert math.isclose(float(result), result.value)

@@ -1,0 +1,268 @@
+"""Tests of SPAN's three-phase training: which parameters each phase moves, history, early stopping, seeds."""
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from spanlib import SPAN, Bernoulli, BernoulliEmbedding, EinsumNetwork, random_binary_trees, train_span
+from spanlib.span.training import _gradient_step, coordinate_step, finetune_step, mean_score
+
+NUM_VARS = 6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Run on one thread: for models this small, OpenMP workers cost more than they save, most of all on busy cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_span(**settings):
+    torch.manual_seed(0)
+    net = EinsumNetwork(random_binary_trees(NUM_VARS, 2, 2, seed=0), Bernoulli(), K=3)
+    return SPAN(net, BernoulliEmbedding(), **{**dict(depth=1, heads=2, d_model=8, d_ff=16), **settings})
+
+
+def make_data(n=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, NUM_VARS, generator=generator) < 0.7).float()
+
+
+def snapshot(span):
+    return {name: p.detach().clone() for name, p in span.named_parameters()}
+
+
+def changed_names(before, span):
+    return {name for name, p in span.named_parameters() if not torch.equal(before[name], p)}
+
+
+def einet_names(span):
+    return {name for name, _ in span.named_parameters() if name.startswith("einet.")}
+
+
+def encoder_names(span):
+    return {name for name, _ in span.named_parameters() if not name.startswith("einet.")}
+
+
+QUIET = dict(batch_size=10, progress=False)
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+@pytest.mark.parametrize("warmup", ["em", "gradient"])
+def test_warmup_moves_only_einet(warmup):
+    span = make_span()
+    before = snapshot(span)
+    train_span(span, make_data(), 1, 0, 0, warmup=warmup, **QUIET)
+    assert changed_names(before, span) == einet_names(span)
+
+
+def test_coordinate_moves_everything():
+    span = make_span()
+    before = snapshot(span)
+    train_span(span, make_data(), 0, 1, 0, **QUIET)
+    changed = changed_names(before, span)
+    assert einet_names(span) <= changed
+    assert encoder_names(span) <= changed
+
+
+def test_finetune_moves_only_einet():
+    span = make_span()
+    with torch.no_grad():
+        for p in span.heads.parameters():
+            p.normal_(0, 0.5)
+    before = snapshot(span)
+    train_span(span, make_data(), 0, 0, 1, **QUIET)
+    assert changed_names(before, span) == einet_names(span)
+
+
+def test_no_epochs_changes_nothing():
+    span = make_span()
+    before = snapshot(span)
+    history = train_span(span, make_data(), 0, 0, 0, **QUIET)
+    assert changed_names(before, span) == set()
+    assert history.records == []
+
+
+def test_coordinate_raises_score():
+    span = make_span()
+    data = make_data(80)
+    loader = DataLoader(TensorDataset(data), batch_size=20)
+    start = mean_score(span, loader, span.device)
+    train_span(span, data, 0, 3, 0, **QUIET)
+    assert mean_score(span, loader, span.device) > start
+
+
+def randomized_pair():
+    """Two equal models with random head outputs, so that every encoder parameter gets a gradient."""
+    models = []
+    for _ in range(2):
+        span = make_span(reweight_mixing=True)
+        with torch.no_grad():
+            for p in list(span.heads.parameters()) + list(span.mixing_heads.parameters()):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+        models.append(span)
+    return models
+
+
+def test_coordinate_step_matches_two_passes():
+    reference, shared = randomized_pair()
+    data = make_data(20)
+    reference_opts = [torch.optim.Adam(reference.einet_parameters(), lr=0.01),
+                      torch.optim.Adam(reference.encoder_parameters(), lr=0.01)]
+    shared_opts = [torch.optim.Adam(shared.einet_parameters(), lr=0.01),
+                   torch.optim.Adam(shared.encoder_parameters(), lr=0.01)]
+    before = snapshot(shared)
+    for _ in range(3):
+        _gradient_step(reference, data, reference_opts[0], reference.einet_parameters())
+        _gradient_step(reference, data, reference_opts[1], reference.encoder_parameters())
+        coordinate_step(shared, data, *shared_opts)
+    assert changed_names(before, shared) == set(before)
+    for (name, a), b in zip(reference.named_parameters(), shared.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_finetune_step_matches_full_pass():
+    reference, frozen = randomized_pair()
+    data = make_data(20)
+    reference_opt = torch.optim.Adam(reference.einet_parameters(), lr=0.01)
+    frozen_opt = torch.optim.Adam(frozen.einet_parameters(), lr=0.01)
+    before = snapshot(frozen)
+    for _ in range(3):
+        _gradient_step(reference, data, reference_opt, reference.einet_parameters())
+        finetune_step(frozen, data, frozen_opt)
+    assert changed_names(before, frozen) == einet_names(frozen)
+    for (name, a), b in zip(reference.named_parameters(), frozen.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------- history
+
+
+def test_history_phases_and_epochs():
+    span = make_span()
+    history = train_span(span, make_data(), 1, 2, 1, validation=make_data(20, seed=1), **QUIET)
+    assert [r["phase"] for r in history.records] == ["warmup", "coordinate", "coordinate", "finetune"]
+    assert [r["epoch"] for r in history.records] == [1, 1, 2, 1]
+    assert len(history.phase("coordinate")) == 2
+    for record in history.records:
+        assert math.isfinite(record["train"])
+        assert math.isfinite(record["validation"])
+        assert record["seconds"] > 0
+
+
+def test_history_without_validation():
+    history = train_span(make_span(), make_data(), 1, 0, 0, **QUIET)
+    assert history.records[0]["validation"] is None
+
+
+def test_history_train_score_matches_model():
+    span = make_span()
+    data = make_data()
+    history = train_span(span, data, 0, 1, 0, **QUIET)
+    with torch.no_grad():
+        expected = float(span(data).mean())
+    assert history.records[-1]["train"] == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- early stopping
+
+
+@pytest.mark.parametrize("phase", ["warmup", "coordinate", "finetune"])
+def test_early_stopping_restores_best(phase):
+    # Training on all-ones data makes the all-zeros validation set less likely every epoch.
+    span = make_span()
+    ones = torch.ones(40, NUM_VARS)
+    zeros = torch.zeros(20, NUM_VARS)
+    epochs = {"warmup": 0, "coordinate": 0, "finetune": 0, phase: 6}
+    history = train_span(span, ones, epochs["warmup"], epochs["coordinate"], epochs["finetune"],
+                         validation=zeros, patience=1, lr=0.05, encoder_lr=0.01, **QUIET)
+    records = history.phase(phase)
+    best = max(r["validation"] for r in records)
+    assert len(records) < 6
+    assert records[0]["validation"] == best
+    loader = DataLoader(TensorDataset(zeros), batch_size=10)
+    assert mean_score(span, loader, span.device) == pytest.approx(best, rel=1e-6)
+
+
+def test_patience_without_validation():
+    with pytest.raises(ValueError, match="validation"):
+        train_span(make_span(), make_data(), 1, 0, 0, patience=2, **QUIET)
+
+
+# ---------------------------------------------------------------------------- seeds and inputs
+
+
+def train_copy(seed, data=None, **settings):
+    span = make_span(mask_probability=0.3, dropout=0.1)
+    history = train_span(span, make_data() if data is None else data, 1, 1, 1, seed=seed, **QUIET, **settings)
+    return span, history
+
+
+def test_seed_reproducible():
+    first, first_history = train_copy(4)
+    second, second_history = train_copy(4)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["train"] for r in first_history.records] == [r["train"] for r in second_history.records]
+
+
+def test_seed_matters():
+    first, _ = train_copy(4)
+    second, _ = train_copy(5)
+    differs = [not torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values())]
+    assert any(differs)
+
+
+def test_dataloader_labels_ignored():
+    data = make_data()
+    plain = DataLoader(TensorDataset(data), batch_size=10)
+    labelled = DataLoader(TensorDataset(data, torch.arange(len(data))), batch_size=10)
+    first, first_history = train_copy(2, data=plain)
+    second, second_history = train_copy(2, data=labelled)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [r["train"] for r in first_history.records] == [r["train"] for r in second_history.records]
+
+
+def test_validation_leaves_training_unchanged():
+    validation = DataLoader(TensorDataset(make_data(20, seed=1), torch.zeros(20)), batch_size=10)
+    first, _ = train_copy(2)
+    second, history = train_copy(2, validation=validation)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    for record in history.records:
+        assert math.isfinite(record["validation"])
+
+
+def test_masked_training_finite():
+    span = make_span(mask_probability=0.5)
+    history = train_span(span, make_data(), 1, 2, 1, **QUIET)
+    assert all(math.isfinite(r["train"]) for r in history.records)
+    for name, p in span.named_parameters():
+        assert torch.isfinite(p).all(), name
+
+
+def test_unknown_warmup():
+    with pytest.raises(ValueError, match="'sgd'"):
+        train_span(make_span(), make_data(), 1, 0, 0, warmup="sgd", **QUIET)
+
+
+def test_negative_epochs():
+    with pytest.raises(ValueError, match="non-negative"):
+        train_span(make_span(), make_data(), 1, -1, 0, **QUIET)
+
+
+def test_data_of_wrong_type():
+    with pytest.raises(TypeError, match="list"):
+        train_span(make_span(), [[0.0] * NUM_VARS], 1, 0, 0, **QUIET)
+
+
+def test_empty_data():
+    with pytest.raises(ValueError, match="empty"):
+        train_span(make_span(), torch.zeros(0, NUM_VARS), 1, 0, 0, **QUIET)
