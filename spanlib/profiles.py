@@ -93,7 +93,8 @@ class TrainConfig:
     einet_em_epochs: int
     batch_size: int
     em_step_size: float
-    lr: float
+    lr: float  # Adam learning rate of the circuit's parameters in gradient phases
+    encoder_lr: float  # Adam learning rate of SPAN's encoders and heads
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,8 @@ _PROFILES = {
         einet=EinetConfig(K=8, depth=3, replicas=10, leaf="normal", min_var=1e-4, max_var=0.1),
         encoder=EncoderConfig(patch_size=4, depth=1, heads=4, d_model=32, d_ff=64, head="lowrank", rank=4, dropout=0.0),
         train=TrainConfig(
-            warmup_epochs=1, coordinate_epochs=2, finetune_epochs=2, einet_em_epochs=5,
-            batch_size=100, em_step_size=0.1, lr=1e-3,
+            warmup_epochs=5, coordinate_epochs=1, finetune_epochs=1, einet_em_epochs=5,
+            batch_size=100, em_step_size=0.1, lr=1e-2, encoder_lr=1e-3,
         ),  # fmt: skip
         clusters=ClusterConfig(num_clusters=10, cluster_index=0),
     ),
@@ -181,7 +182,7 @@ _PROFILES = {
         ),
         train=TrainConfig(
             warmup_epochs=2, coordinate_epochs=4, finetune_epochs=6, einet_em_epochs=10,
-            batch_size=100, em_step_size=0.05, lr=1e-4,
+            batch_size=100, em_step_size=0.05, lr=1e-4, encoder_lr=1e-4,
         ),  # fmt: skip
         # 25 clusters of 20,000 images hold about as many images each (800) as the paper's 100 clusters of 73,257.
         clusters=ClusterConfig(num_clusters=25, cluster_index=0),
@@ -197,7 +198,7 @@ _PROFILES = {
         ),
         train=TrainConfig(
             warmup_epochs=5, coordinate_epochs=10, finetune_epochs=15, einet_em_epochs=30,
-            batch_size=100, em_step_size=0.05, lr=1e-4,
+            batch_size=100, em_step_size=0.05, lr=1e-4, encoder_lr=1e-4,
         ),  # fmt: skip
         clusters=ClusterConfig(num_clusters=100, cluster_index=0),
     ),

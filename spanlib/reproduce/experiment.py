@@ -254,7 +254,7 @@ class Experiment:
         span = build_span(p, einet).to(self.device)
         train_span(span, x, p.train.warmup_epochs, p.train.coordinate_epochs, p.train.finetune_epochs,
                    batch_size=p.train.batch_size, em_step_size=p.train.em_step_size, lr=p.train.lr,
-                   encoder_lr=p.train.lr, seed=p.seed, progress=self.progress)
+                   encoder_lr=p.train.encoder_lr, seed=p.seed, progress=self.progress)
         return self._circuit(span)
 
     def _circuit(self, model) -> ImageCircuit:
