@@ -165,8 +165,8 @@ _PROFILES = {
         einet=EinetConfig(K=8, depth=3, replicas=10, leaf="normal", min_var=1e-4, max_var=0.1),
         encoder=EncoderConfig(patch_size=4, depth=1, heads=4, d_model=32, d_ff=64, head="lowrank", rank=4, dropout=0.0),
         train=TrainConfig(
-            warmup_epochs=5, coordinate_epochs=1, finetune_epochs=1, einet_em_epochs=5,
-            batch_size=100, em_step_size=0.1, lr=1e-2, encoder_lr=1e-3,
+            warmup_epochs=5, coordinate_epochs=2, finetune_epochs=1, einet_em_epochs=5,
+            batch_size=100, em_step_size=0.1, lr=1e-2, encoder_lr=3e-3,
         ),  # fmt: skip
         clusters=ClusterConfig(num_clusters=10, cluster_index=0),
     ),
