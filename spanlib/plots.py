@@ -7,6 +7,7 @@ import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.patches import Patch
+from matplotlib.scale import SymmetricalLogTransform
 
 from .reproduce.paper import MODEL_LABELS
 
@@ -66,23 +67,75 @@ def weight_heatmaps(span_weights: list[torch.Tensor], einet_weights: list[torch.
     return fig
 
 
+SCORE_NAMES = {
+    "span": "negative energy -E(x)",
+    "ebm": "negative energy -E(x)",
+    "einet": "log-likelihood log p(x)",
+    "maf": "log-likelihood log p(x)",
+    "vae": "ELBO, a lower bound on log p(x)",
+}
+
+
+def symlog_threshold(scores: dict[str, np.ndarray], decades: float = 2.0) -> float | None:
+    """Return the linear range of a symmetric log axis for `scores`, or None when a linear axis suits them.
+
+    The threshold is the smallest power of ten at or above the largest absolute in-distribution
+    score (the first set if there is no "in-distribution" key). A log axis is chosen only when some
+    score lies more than `decades` powers of ten beyond it, as the negative energies of very
+    unlikely images do.
+    """
+    reference = scores.get("in-distribution", next(iter(scores.values())))
+    largest_in = float(np.max(np.abs(reference)))
+    largest = float(np.max(np.abs(np.concatenate(list(scores.values())))))
+    if largest_in == 0:
+        return None
+    threshold = 10.0 ** np.ceil(np.log10(largest_in))
+    return threshold if largest > threshold * 10**decades else None
+
+
 def score_histograms(scores: dict[str, np.ndarray], model: str = "span", ax=None, bins: int = 50,
-                     rescale: dict[str, float] | None = None):
+                     rescale: dict[str, float] | None = None, linthresh: float | str | None = "auto"):
     """Draw Figure 2: histograms of per-image scores, in-distribution test set against each OOD set.
 
-    `scores` maps "in-distribution" and each OOD set name to scores. Sets whose scores lie far
-    below the others are drawn with their own bins so that their bars stay visible; `rescale`
-    multiplies the counts of a set (the paper rescales its binary set's bins).
+    `scores` maps "in-distribution" and each OOD set name to scores. `rescale` multiplies the counts
+    of a set, as Figure 2 of Yu, Dhami and Kersting's SPAN paper does for Semeion. With a number
+    `linthresh`, the x axis is a symmetric log scale, linear within +-linthresh and logarithmic
+    beyond, and all sets share bins of equal width on that scale. "auto" takes
+    `symlog_threshold(scores)`. On a linear axis, sets whose scores lie far below the others are
+    drawn with their own bins so that their bars stay visible.
     """
     ax = ax or plt.gca()
     everything = np.concatenate(list(scores.values()))
-    low, high = np.percentile(everything, [1, 100])
-    shared = np.linspace(low, high, bins)
+    if linthresh == "auto":
+        linthresh = symlog_threshold(scores)
+    if linthresh is not None:
+        transform = SymmetricalLogTransform(base=10, linthresh=linthresh, linscale=1.0)
+        ends = transform.transform(np.array([everything.min(), everything.max()]))
+        shared = transform.inverted().transform(np.linspace(ends[0], ends[1], bins + 1))
+        shared[0], shared[-1] = everything.min(), everything.max()  # exact ends, free of rounding in the transform
+        low = everything.min()
+    else:
+        low, high = np.percentile(everything, [1, 100])
+        shared = np.linspace(low, high, bins)
+    hidden = 0  # scores left of the shared bins, which a linear axis leaves out
     for name, values in scores.items():
         edges = shared if np.median(values) >= low else np.linspace(values.min(), values.max(), bins)
+        hidden += int(np.sum(values < edges[0]))
         weights = np.full(len(values), (rescale or {}).get(name, 1.0))
         ax.hist(values, bins=edges, weights=weights, alpha=0.5, label=f"{name} (n={len(values)})")
-    ax.set_xlabel("log-likelihood score (nats per image)" if model != "span" else "negative energy -E(x) (nats per image)")
+    if linthresh is not None:
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=1.0)
+        # Ticks at 0 and at whole decades outside the linear range; the default ticks inside it crowd 0.
+        low_decade = int(np.ceil(np.log10(linthresh)))
+        high_decade = int(np.ceil(np.log10(np.abs(everything).max())))
+        decades = [10.0**k for k in range(low_decade, high_decade + 1)]
+        ticks = [-d for d in reversed(decades)] + [0.0] + decades
+        ax.set_xticks([t for t in ticks if everything.min() <= t <= everything.max() or t == 0.0])
+    score_name = SCORE_NAMES.get(model, "score")
+    scale_note = "" if linthresh is None else f", log scale beyond +-{linthresh:g}"
+    if hidden:
+        scale_note += f"; {hidden} lower score{'s' if hidden > 1 else ''} not shown"
+    ax.set_xlabel(f"{score_name} (nats per image{scale_note})")
     ax.set_ylabel("number of images")
     ax.set_title(f"{MODEL_LABELS.get(model, model)}: scores of in-distribution and OOD test images")
     ax.legend(fontsize=8)
