@@ -11,11 +11,11 @@ before exponentiating is exact (the maxima factor out of the bilinear form) and 
 in (0, 1], so inputs of -1e4 lose nothing. A child vector that is -inf everywhere gives -inf,
 never NaN.
 
-Memory layout: the layers take and return (batch, P, K) tensors, but compute on the permuted
-(P, K, batch) layout, where the sums over K run over a strided dimension with the batch
-contiguous and the einsum is one plain batched matrix product. `EinsumNetwork` keeps every
-value in that layout, so the permutes at the layer boundaries cost nothing there. Tensors in
-the ordinary (batch, P, K) layout work too, at the price of one copy each.
+Memory layout: the layers take and return (batch, P, K) tensors but compute on the permuted
+(P, K, batch) layout. There the batch is contiguous, so the sums over K are vectorised over it,
+and the einsum is one plain batched matrix product. `EinsumNetwork` keeps every value in that
+layout, so the permutes at the layer boundaries cost nothing there. Tensors in the ordinary
+(batch, P, K) layout work too, at the price of one copy each.
 """
 
 from __future__ import annotations
