@@ -11,6 +11,9 @@ BIN := $(VENV)/bin
 # The torch releases pinned for a reproducible install; Colab keeps its own (pyproject has lower bounds).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 BOOK_FLAGS := -W -n --keep-going
+# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning made two threads
+# slower than one (benchmarks/README.md).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help venv book book-student book-offline chromium unit browser test clean
 
