@@ -52,7 +52,7 @@ class MAFConfig:
         100. "quick" uses their MNIST lambda of 1e-6 on 16x16 grayscale images.
         """
         profiles = {
-            "quick": cls(channels=1, image_size=16, hidden_features=(256, 256), epochs=60),
+            "quick": cls(channels=1, image_size=16, hidden_features=(256, 256), epochs=20),
             "colab": cls(channels=3, image_size=32, hidden_features=(1024,), logit_lambda=0.05, epochs=20),
             # NOTE: the original runs stop early on a validation set with patience 30; this fixed epoch count is a guess.
             "paper": cls(channels=3, image_size=32, hidden_features=(1024, 1024), logit_lambda=0.05, epochs=100),
