@@ -6,7 +6,8 @@
 
 PYTHON ?= python3.11
 VENV ?= .venv
-PROFILE ?= quick
+# SPANLIB_PROFILE in the environment picks the profile too (`SPANLIB_PROFILE=paper make book`).
+PROFILE ?= $(or $(SPANLIB_PROFILE),quick)
 BIN := $(VENV)/bin
 # The torch releases pinned for a reproducible install; Colab keeps its own (pyproject has lower bounds).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
