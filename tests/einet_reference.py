@@ -12,7 +12,6 @@ import itertools
 import math
 
 import numpy as np
-import pytest
 import torch
 
 
@@ -199,15 +198,3 @@ class CircuitReference:
 def _log(value: float) -> float:
     return math.log(value) if value > 0 else -math.inf
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Run a test with one intra-op thread and restore the setting afterwards.
-
-    The circuits in these tests are tiny, so extra threads only add synchronisation, which on a
-    busy machine costs far more than the work itself.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -16,16 +16,7 @@ from spanlib.baselines import EBM, MAF, VAE, EBMConfig, MAFConfig, VAEConfig, fl
 MODEL_CLASSES = [EBM, MAF, VAE]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run on one thread, because the tensors here are tiny.
-
-    Two threads ran about ten times slower on a busy two-core machine.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_config(model_class):

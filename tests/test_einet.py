@@ -8,9 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from einet_reference import CircuitReference, all_states, randomize, single_thread  # noqa: F401 (autouse fixture)
+from einet_reference import CircuitReference, all_states, randomize
 from spanlib import Bernoulli, Binomial, Categorical, EinsumNetwork, Normal, poon_domingos, random_binary_trees
 from spanlib.layers import EinsumLayer, MixingLayer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(num_vars, depth, replicas, K, leaf, seed=0, num_dims=1, scale=1.0):

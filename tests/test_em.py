@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from einet_reference import CircuitReference, all_states, randomize, single_thread  # noqa: F401 (autouse fixture)
+from einet_reference import CircuitReference, all_states, randomize
 from spanlib import Bernoulli, Categorical, EinsumNetwork, Normal, random_binary_trees
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(num_vars, depth, replicas, K, leaf, seed=0):

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from einet_reference import CircuitReference, all_states, randomize, single_thread  # noqa: F401 (autouse fixture)
+from einet_reference import CircuitReference, all_states, randomize
 from spanlib import Bernoulli, Categorical, EinsumNetwork, Normal, poon_domingos, random_binary_trees
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 NUM_SAMPLES = 20_000
 

@@ -5,8 +5,10 @@ import re
 import pytest
 import torch
 
-from einet_reference import randomize, single_thread  # noqa: F401 (autouse fixture)
+from einet_reference import randomize
 from spanlib import Bernoulli, Binomial, Categorical, EinsumNetwork, Normal, random_binary_trees
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(leaf, num_vars=6, K=2, num_dims=1, seed=0):

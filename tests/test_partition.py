@@ -5,34 +5,21 @@ import math
 import pytest
 import torch
 
+from tiny_models import tiny_span
 from spanlib import (
     SPAN,
-    Bernoulli,
-    BernoulliEmbedding,
     Categorical,
-    EinsumNetwork,
     LinearEmbedding,
     Normal,
     log_partition_function,
-    random_binary_trees,
 )
 
-ENCODER = dict(depth=1, heads=2, d_model=8, d_ff=16)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run on one thread: for models this small, OpenMP workers cost more than they save, most of all on busy cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_span(leaf=None, num_vars=6, embedding=None, **settings):
-    torch.manual_seed(0)
-    net = EinsumNetwork(random_binary_trees(num_vars, 2, 2, seed=0), leaf or Bernoulli(), K=3)
-    return SPAN(net, embedding or BernoulliEmbedding(), **{**ENCODER, **settings}).double().eval()
+    return tiny_span(num_vars, leaf, embedding, **settings).double().eval()
 
 
 def randomize_heads(span, scale=1.0, seed=1):

@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from tiny_models import TINY_ENCODER, tiny_span
 from spanlib import (
     SPAN,
     Bernoulli,
@@ -24,34 +25,25 @@ from spanlib import (
 )
 
 TIGHT = dict(rtol=0, atol=1e-10)
-ENCODER = dict(depth=1, heads=2, d_model=8, d_ff=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run on one thread: for models this small, OpenMP workers cost more than they save, most of all on busy cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def bernoulli_span(num_vars=6, **settings):
-    torch.manual_seed(0)
-    net = EinsumNetwork(random_binary_trees(num_vars, 2, 2, seed=0), Bernoulli(), K=3)
-    return SPAN(net, BernoulliEmbedding(), **{**ENCODER, **settings}).double()
+    return tiny_span(num_vars, **settings).double()
 
 
 def patch_span(**settings):
     torch.manual_seed(0)
     net = EinsumNetwork(random_binary_trees(16, 2, 2, seed=1), Normal(), K=3, num_dims=3)
-    return SPAN(net, PatchEmbedding(3, 4, 4, 2), **{**ENCODER, **settings}).double()
+    return SPAN(net, PatchEmbedding(3, 4, 4, 2), **{**TINY_ENCODER, **settings}).double()
 
 
 def linear_span(**settings):
     torch.manual_seed(0)
     net = EinsumNetwork(random_binary_trees(5, 2, 3, seed=2), Normal(), K=2, num_dims=2)
-    return SPAN(net, LinearEmbedding(2), **{**ENCODER, **settings}).double()
+    return SPAN(net, LinearEmbedding(2), **{**TINY_ENCODER, **settings}).double()
 
 
 BUILDERS = {"bernoulli": bernoulli_span, "patch": patch_span, "linear": linear_span}
@@ -415,19 +407,19 @@ def test_patch_size_not_dividing():
 def test_patch_image_size_mismatch():
     net = EinsumNetwork(random_binary_trees(32, 2, 1), Normal(), K=2)
     with pytest.raises(ValueError, match=r"64 variables.*32"):
-        SPAN(net, PatchEmbedding(1, 8, 8, 4), **ENCODER)
+        SPAN(net, PatchEmbedding(1, 8, 8, 4), **TINY_ENCODER)
 
 
 def test_patch_channels_mismatch():
     net = EinsumNetwork(random_binary_trees(16, 2, 1), Normal(), K=2, num_dims=1)
     with pytest.raises(ValueError, match=r"3 dims.*16 with 1"):
-        SPAN(net, PatchEmbedding(3, 4, 4, 2), **ENCODER)
+        SPAN(net, PatchEmbedding(3, 4, 4, 2), **TINY_ENCODER)
 
 
 def test_linear_dims_mismatch():
     net = EinsumNetwork(random_binary_trees(8, 2, 1), Normal(), K=2, num_dims=3)
     with pytest.raises(ValueError, match=r"LinearEmbedding\(2\).*num_dims=3"):
-        SPAN(net, LinearEmbedding(2), **ENCODER)
+        SPAN(net, LinearEmbedding(2), **TINY_ENCODER)
 
 
 def test_d_model_not_divisible():
@@ -439,19 +431,19 @@ def test_d_model_not_divisible():
 def test_bernoulli_embedding_three_dims():
     net = EinsumNetwork(random_binary_trees(8, 2, 1), Bernoulli(), K=2, num_dims=3)
     with pytest.raises(ValueError, match="num_dims=3"):
-        SPAN(net, BernoulliEmbedding(), **ENCODER)
+        SPAN(net, BernoulliEmbedding(), **TINY_ENCODER)
 
 
 def test_unknown_head():
     net = EinsumNetwork(random_binary_trees(8, 2, 1), Bernoulli(), K=2)
     with pytest.raises(ValueError, match="'wide'"):
-        SPAN(net, BernoulliEmbedding(), head="wide", **ENCODER)
+        SPAN(net, BernoulliEmbedding(), head="wide", **TINY_ENCODER)
 
 
 def test_mask_probability_out_of_range():
     net = EinsumNetwork(random_binary_trees(8, 2, 1), Bernoulli(), K=2)
     with pytest.raises(ValueError, match="1.5"):
-        SPAN(net, BernoulliEmbedding(), mask_probability=1.5, **ENCODER)
+        SPAN(net, BernoulliEmbedding(), mask_probability=1.5, **TINY_ENCODER)
 
 
 def test_wrong_variable_count():

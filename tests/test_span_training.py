@@ -6,25 +6,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from spanlib import SPAN, Bernoulli, BernoulliEmbedding, EinsumNetwork, random_binary_trees, train_span
+from tiny_models import tiny_span
+from spanlib import SPAN, train_span
 from spanlib.span.training import _gradient_step, coordinate_step, finetune_step, mean_score
 
 NUM_VARS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run on one thread: for models this small, OpenMP workers cost more than they save, most of all on busy cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_span(**settings):
-    torch.manual_seed(0)
-    net = EinsumNetwork(random_binary_trees(NUM_VARS, 2, 2, seed=0), Bernoulli(), K=3)
-    return SPAN(net, BernoulliEmbedding(), **{**dict(depth=1, heads=2, d_model=8, d_ff=16), **settings})
+    return tiny_span(NUM_VARS, **settings)
 
 
 def make_data(n=40, seed=0):

@@ -31,13 +31,7 @@ from spanlib.widgets import (
 SIZE = 4  # images are 1 x 4 x 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run on one thread: for models this small, OpenMP workers cost more than they save."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_einet(seed=0, depth=2, replicas=2):

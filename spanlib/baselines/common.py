@@ -25,6 +25,22 @@ def check_profile(name: str) -> str:
     return name
 
 
+def check_conv_widths(widths, image_size: int) -> tuple[int, ...]:
+    """Check `widths` against the stride-2 convolutions it configures and return it as a tuple.
+
+    Each width is the output channel count of one convolution that halves the image, so
+    image_size must be divisible by 2**len(widths).
+    """
+    widths = tuple(widths)
+    if not widths or min(widths) < 1:
+        raise ValueError(f"widths must be a non-empty tuple of positive channel counts, got {widths}")
+    if image_size % 2 ** len(widths) != 0:
+        raise ValueError(
+            f"image_size={image_size} must be divisible by 2**len(widths) = {2 ** len(widths)}; use fewer widths"
+        )
+    return widths
+
+
 def check_images(x: Tensor, *, channels: int, image_size: int, name: str = "x") -> None:
     """Raise TypeError or ValueError unless `x` is a non-empty image batch that matches the model.
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .common import BaselineModel, check_mask, check_profile, evaluation_mode
+from .common import BaselineModel, check_conv_widths, check_mask, check_profile, evaluation_mode
 
 
 @dataclass
@@ -42,14 +42,7 @@ class EBMConfig:
     score_batch_size: int = 512
 
     def __post_init__(self) -> None:
-        self.widths = tuple(self.widths)
-        if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be a non-empty tuple of positive channel counts, got {self.widths}")
-        if self.image_size % 2 ** len(self.widths) != 0:
-            raise ValueError(
-                f"image_size={self.image_size} must be divisible by 2**len(widths) = {2 ** len(self.widths)}; "
-                "use fewer widths"
-            )
+        self.widths = check_conv_widths(self.widths, self.image_size)
         if not 0.0 <= self.replay_fraction <= 1.0:
             raise ValueError(f"replay_fraction must lie in [0, 1], got {self.replay_fraction}")
         if self.langevin_steps < 0 or self.buffer_size < 1:

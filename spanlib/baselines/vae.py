@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import ContinuousBernoulli, Normal, kl_divergence
 
-from .common import BaselineModel, check_profile, evaluation_mode
+from .common import BaselineModel, check_conv_widths, check_profile, evaluation_mode
 
 
 @dataclass
@@ -35,14 +35,7 @@ class VAEConfig:
     score_batch_size: int = 500
 
     def __post_init__(self) -> None:
-        self.widths = tuple(self.widths)
-        if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be a non-empty tuple of positive channel counts, got {self.widths}")
-        if self.image_size % 2 ** len(self.widths) != 0:
-            raise ValueError(
-                f"image_size={self.image_size} must be divisible by 2**len(widths) = {2 ** len(self.widths)}; "
-                "use fewer widths"
-            )
+        self.widths = check_conv_widths(self.widths, self.image_size)
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.score_samples is not None and self.score_samples < 1:

@@ -24,7 +24,8 @@ class Embedding(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        raise NotImplementedError
+        """Number of tokens: one per variable unless a subclass groups variables (see variable_mask)."""
+        return self.num_vars
 
     @property
     def token_features(self) -> int:
@@ -52,10 +53,6 @@ class BernoulliEmbedding(Embedding):
         super().bind(num_vars, num_dims)
 
     @property
-    def num_tokens(self):
-        return self.num_vars
-
-    @property
     def token_features(self):
         return 2
 
@@ -79,10 +76,6 @@ class LinearEmbedding(Embedding):
         if num_dims != self.expected_dims:
             raise ValueError(f"LinearEmbedding({self.expected_dims}) does not fit a circuit with num_dims={num_dims}")
         super().bind(num_vars, num_dims)
-
-    @property
-    def num_tokens(self):
-        return self.num_vars
 
     @property
     def token_features(self):
