@@ -26,6 +26,8 @@ closest to the paper's mean running times, 11341.9 s for SPAN and 5547.5 s for t
 (a ratio of 2.04; the paper does not state its hardware).
 
 Usage: python benchmarks/span_speed.py [--sizes paper quick] [--models einet lowrank dense]
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ model; the error of one image is the mean squared error over **all** its pixels 
 Observed pixels are copied from the input, so they contribute zero error: the all-pixel MSE is the
 missing-pixel MSE times the missing fraction. Pass ``mask`` to `inpainting_mse` for the
 missing-pixel MSE instead.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

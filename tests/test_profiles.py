@@ -1,4 +1,7 @@
-"""Tests of the run profiles: selection by name and env var, the paper's values, JSON export, device fallback."""
+"""Tests of the run profiles: selection by name and env var, the paper's values, JSON export, device fallback.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
+"""
 
 import dataclasses
 import json

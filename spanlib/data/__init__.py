@@ -7,6 +7,8 @@
 
 See `spanlib.data.loaders` for the list of data sets and where their files go, `spanlib.data.quick`
 for the offline sets, `spanlib.data.downloads` for the cache and `DatasetUnavailableError`.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from .clusters import cluster_subset, kmeans_clusters

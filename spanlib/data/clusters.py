@@ -4,6 +4,8 @@ The paper trains its sampling and inpainting models on one of 100 k-means cluste
 `kmeans_clusters` runs scikit-learn's ``KMeans`` on the flattened pixels and renumbers the
 clusters by size, largest first (ties by the smallest member index), so that "cluster 0" means
 the same thing whatever order k-means found the centres in. `cluster_subset` picks one cluster.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

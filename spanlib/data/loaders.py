@@ -26,6 +26,8 @@ Quick data sets (offline, shipped by pip packages; see `spanlib.data.quick`): ``
 Local copies: ``load_dataset(..., file="x.npz")`` or `load_npz_images` read an ``.npz`` holding
 ``images`` (uint8, (N, H, W) or (N, H, W, 3)) and ``labels`` (the layout of ``shared/data``) and
 apply the same transforms, bypassing the cache and the network.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

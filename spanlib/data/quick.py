@@ -24,6 +24,8 @@ the shared transforms (resize to the profile's size, channel matching).
   25x25 gray); the subset's 100 non-face crops are left out. Raw: (100, 1, 25, 25); labels: all 0.
 
 The generated patch sets use the fixed seed `QUICK_SEED`, so every run sees the same images.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""`python -m spanlib reproduce`: train or load every model and write the paper's tables and figures."""
+"""`python -m spanlib reproduce`: train or load every model and write the paper's tables and figures.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
+"""
 
 from __future__ import annotations
 

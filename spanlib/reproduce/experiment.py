@@ -6,6 +6,8 @@ so a run of either gives the same tables. Everything goes under `<out>/<run name
 with the profile, seed, versions and wall time) and `figures/` (PNG). The run name is the
 profile's name, plus a hash of any size overrides, so runs of different profiles never share
 files. A checkpoint whose configuration differs from the run's is reported, never trained over.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The paper's reported numbers, and which of our data sets plays the role of each of its sets."""
+"""The paper's reported numbers, and which of our data sets plays the role of each of its sets.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
+"""
 
 from __future__ import annotations
 

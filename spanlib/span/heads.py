@@ -5,6 +5,8 @@ last two dims gives the attention A(x); the re-weighted weights are
 W^S(x) = W * A(x) / sum_ij (W * A(x)), i.e. log W^S = log_softmax_ij(log W + z). The output
 layer starts at zero, so an untrained head gives uniform attention and SPAN equals its Einsum
 network.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations

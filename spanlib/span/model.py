@@ -9,6 +9,8 @@ instead of W. The root value is no longer a normalised log-density: it is the ne
 -E(x). Marginals, sampling and MPE use the plain Einsum network (`span.einet`), unless the
 encoders were trained with random token masking (`mask_probability > 0`), in which case
 `span(x, marginalize=mask)` keeps attention on and the encoders see the missing tokens as such.
+
+"The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
 
 from __future__ import annotations
