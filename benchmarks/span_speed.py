@@ -3,7 +3,8 @@
 The "paper" size is the SVHN configuration of Yu, Dhami and Kersting, "Sum-Product-Attention
 Networks": an Einsum network with K=5, D=4 and R=100 random binary trees over 32 x 32 RGB pixels
 (1024 variables with 3 dims, Normal leaves), and per einsum layer a ViT encoder with patch 8,
-depth 2, 16 heads, d_model 1024 and d_ff 512. The "quick" size runs in seconds.
+depth 2, 16 heads, d_model 1024 and d_ff 512. The "quick" size runs in seconds. Both sizes are
+read from the profiles of the same names in `spanlib.profiles`, with dropout off.
 
 Every (size, model) pair runs in a fresh subprocess, so that its peak RSS is its own. Steps:
 
@@ -46,17 +47,24 @@ from pathlib import Path
 # Measure the spanlib of the checkout that contains this script, not whichever one is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SIZES = {
-    "paper": dict(channels=3, height=32, width=32, K=5, tree_depth=4, replicas=100,
-                  patch_size=8, depth=2, heads=16, d_model=1024, d_ff=512, rank=64),
-    "quick": dict(channels=1, height=16, width=16, K=8, tree_depth=3, replicas=10,
-                  patch_size=4, depth=1, heads=4, d_model=32, d_ff=64, rank=16),
-}
+SIZE_NAMES = ("paper", "quick")
 MODELS = ("einet", "lowrank", "dense")
 SCHEDULE = dict(warmup=5, coordinate=10, finetune=15, einet=30)
 
 
 # ---------------------------------------------------------------------------- models and FLOP counts
+
+
+def model_size(profile_name: str) -> dict:
+    """Return the image, Einsum network and encoder sizes of the profile called `profile_name`."""
+    from spanlib.profiles import profile
+
+    config = profile(profile_name)
+    data, einet, encoder = config.data, config.einet, config.encoder
+    return dict(channels=data.channels, height=data.image_size, width=data.image_size, K=einet.K,
+                tree_depth=einet.depth, replicas=einet.replicas, patch_size=encoder.patch_size,
+                depth=encoder.depth, heads=encoder.heads, d_model=encoder.d_model, d_ff=encoder.d_ff,
+                rank=encoder.rank)
 
 
 def build(size: dict, model: str, batch_size: int, seed: int):
@@ -207,7 +215,7 @@ def run_worker(size_name: str, model: str, batch_size: int, repeats: int, thread
     torch.set_num_threads(threads)
     import_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    einet, span, x = build(SIZES[size_name], model, batch_size, seed)
+    einet, span, x = build(model_size(size_name), model, batch_size, seed)
     build_seconds = time.perf_counter() - start
     times = measure(einet_steps(einet, x) if span is None else span_steps(span, x), repeats)
     parameters = sum(p.numel() for p in (einet if span is None else span).parameters())
@@ -288,7 +296,7 @@ def print_table(results: list[dict], args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["quick", "paper"],
+    parser.add_argument("--sizes", nargs="+", choices=SIZE_NAMES, default=["quick", "paper"],
                         help="model sizes to measure (default: quick paper)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="einet and the SPAN heads to measure; einet is always added as the baseline")
