@@ -12,6 +12,9 @@ replaces the whole file, so build options that differ per run are read here:
     Pages load MathJax from the sphinx-mathjax-offline package and the widget scripts
     from ``book/_offline/vendor`` (written by ``tools/fetch_offline_assets.py``), so a
     browser with no network renders them completely.
+
+Every build also adds ``static/widget-mathjax.js``, which lets the ipywidgets labels
+typeset with MathJax 3 (the widget scripts call the MathJax 2 interface).
 """
 
 import os
@@ -22,6 +25,7 @@ from sphinx.config import Config
 from sphinx.errors import ConfigError
 
 OFFLINE_ASSETS = Path(__file__).resolve().parent.parent / "book" / "_offline"
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _flag(name: str) -> bool:
@@ -61,7 +65,8 @@ def _use_local_widget_scripts(config: Config) -> None:
 
 
 def apply_environment(app: Sphinx, config: Config) -> None:
-    """Apply BOOK_TIMEOUT, BOOK_HIDE_SOLUTIONS and BOOK_OFFLINE to `config`."""
+    """Add the static folder and apply BOOK_TIMEOUT, BOOK_HIDE_SOLUTIONS and BOOK_OFFLINE to `config`."""
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
     timeout = _timeout_seconds()
     if timeout is not None:
         config.nb_execution_timeout = timeout
@@ -76,4 +81,6 @@ def setup(app: Sphinx) -> dict:
         # This extension sets mathjax_path to its local MathJax 3 and copies it into the output.
         app.setup_extension("sphinx-mathjax-offline")
     app.connect("config-inited", apply_environment)
+    # Before the MathJax configuration script (priority 500), which assigns window.MathJax.
+    app.add_js_file("widget-mathjax.js", priority=200)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
