@@ -30,6 +30,8 @@ from .reproduce.experiment import weight_entropy
 MASK_KINDS = ("top", "left")
 # Colour of the missing pixels in the masked input (RGB in [0, 1]).
 MISSING_COLOUR = (0.85, 0.25, 0.25)
+# Wide enough for the longest control label ("einsum layer"), which the default width cuts off.
+LABEL_STYLE = {"description_width": "100px"}
 
 
 # ---------------------------------------------------------------------- sum weights
@@ -127,10 +129,16 @@ class WeightExplorer(widgets.VBox):
         self.figure = None
 
         options = [(f"{i + 1} of {len(shapes)} ({p} sum nodes)", i) for i, (p, _, _) in enumerate(shapes)]
-        self.layer = widgets.Dropdown(options=options, value=0, description="einsum layer")
-        self.partition = widgets.IntSlider(value=0, min=0, max=shapes[0][0] - 1, description="sum node")
-        self.entry = widgets.IntSlider(value=0, min=0, max=shapes[0][1] - 1, description="entry k")
-        self.sample = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="test image")
+        self.layer = widgets.Dropdown(options=options, value=0, description="einsum layer", style=LABEL_STYLE)
+        self.partition = widgets.IntSlider(
+            value=0, min=0, max=shapes[0][0] - 1, description="sum node", style=LABEL_STYLE
+        )
+        self.entry = widgets.IntSlider(
+            value=0, min=0, max=shapes[0][1] - 1, description="entry k", style=LABEL_STYLE
+        )
+        self.sample = widgets.IntSlider(
+            value=0, min=0, max=len(images) - 1, description="test image", style=LABEL_STYLE
+        )
         self.output = widgets.Output()
         for control in (self.layer, self.partition, self.entry, self.sample):
             control.observe(self._on_change, names="value")
@@ -249,9 +257,11 @@ class InpaintingExplorer(widgets.VBox):
         self.views: dict[tuple[int, str], InpaintingView] = {}
         self.figure = None
 
-        self.index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="test image")
+        self.index = widgets.IntSlider(
+            value=0, min=0, max=len(images) - 1, description="test image", style=LABEL_STYLE
+        )
         self.kind = widgets.ToggleButtons(options=[(f"{k} half", k) for k in MASK_KINDS], value="top",
-                                          description="missing")
+                                          description="missing", style=LABEL_STYLE)
         self.output = widgets.Output()
         self.index.observe(self._on_change, names="value")
         self.kind.observe(self._on_change, names="value")
