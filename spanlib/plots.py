@@ -76,7 +76,7 @@ SCORE_NAMES = {
 }
 
 
-def symlog_threshold(scores: dict[str, np.ndarray], decades: float = 2.0) -> float | None:
+def symlog_threshold(scores: dict[str, np.ndarray], decades: float = 1.0) -> float | None:
     """Return the linear range of a symmetric log axis for `scores`, or None when a linear axis suits them.
 
     The threshold is the smallest power of ten at or above the largest absolute in-distribution
@@ -132,10 +132,11 @@ def score_histograms(scores: dict[str, np.ndarray], model: str = "span", ax=None
         ticks = [-d for d in reversed(decades)] + [0.0] + decades
         ax.set_xticks([t for t in ticks if everything.min() <= t <= everything.max() or t == 0.0])
     score_name = SCORE_NAMES.get(model, "score")
-    scale_note = "" if linthresh is None else f", log scale beyond +-{linthresh:g}"
+    notes = [] if linthresh is None else [f"log scale beyond +-{linthresh:g}"]
     if hidden:
-        scale_note += f"; {hidden} lower score{'s' if hidden > 1 else ''} not shown"
-    ax.set_xlabel(f"{score_name} (nats per image{scale_note})")
+        notes.append(f"{hidden} lower score{'s' if hidden > 1 else ''} not shown")
+    # The notes go on a second line, so that labels of side-by-side panels do not run into each other.
+    ax.set_xlabel(f"{score_name} (nats per image)" + (f"\n{'; '.join(notes)}" if notes else ""))
     ax.set_ylabel("number of images")
     ax.set_title(f"{MODEL_LABELS.get(model, model)}: scores of in-distribution and OOD test images")
     ax.legend(fontsize=8)
