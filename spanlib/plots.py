@@ -43,18 +43,22 @@ def weight_heatmaps(span_weights: list[torch.Tensor], einet_weights: list[torch.
     """
     layers = len(span_weights)
     rows = 3 if mixing is not None else 2
-    fig, axes = plt.subplots(rows, layers, figsize=(2.6 * layers, 2.4 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, layers, figsize=(3.0 * layers, 2.4 * rows + 0.4), squeeze=False)
     for depth in range(layers):
         p = min(partition, span_weights[depth].shape[1] - 1)
         k = min(entry, span_weights[depth].shape[2] - 1)
-        for row, (weights, label) in enumerate(((span_weights[depth][sample, p, k], "SPAN W^S(x)"),
-                                                (einet_weights[depth][p, k], "EiNet W"))):
-            sns.heatmap(weights.detach().cpu().numpy(), ax=axes[row, depth], vmin=0, vmax=float(weights.max()),
-                        cmap="viridis", square=True, cbar=False, annot=weights.shape[-1] <= 6, fmt=".2f",
+        panels = ((span_weights[depth][sample, p, k], "SPAN $W^S(x)$"), (einet_weights[depth][p, k], "EiNet $W$"))
+        # One colour scale per layer, so that the two models' panels of a column compare directly.
+        top = max(float(weights.max()) for weights, _ in panels)
+        for row, (weights, label) in enumerate(panels):
+            ax = axes[row, depth]
+            sns.heatmap(weights.detach().cpu().numpy(), ax=ax, vmin=0, vmax=top, cmap="viridis", square=True,
+                        cbar=True, cbar_kws={"shrink": 0.8}, annot=weights.shape[-1] <= 6, fmt=".2f",
                         annot_kws={"size": 6})
-            axes[row, depth].set_title(f"{label}\nlayer {depth + 1}, node {p}, k={k}", fontsize=8)
-            axes[row, depth].set_xlabel("right child entry j")
-            axes[row, depth].set_ylabel("left child entry i")
+            ax.set_title(f"{label}\nlayer {depth + 1}, node {p}, k={k}", fontsize=8)
+            ax.set_xlabel("right child entry j")
+            ax.set_ylabel("left child entry i")
+            ax.tick_params(axis="y", labelrotation=0)
     if mixing is not None:
         for ax in axes[2]:
             ax.axis("off")
