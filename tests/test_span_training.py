@@ -74,6 +74,17 @@ def test_finetune_moves_only_einet():
     assert changed_names(before, span) == einet_names(span)
 
 
+@pytest.mark.parametrize("coordinate, finetune, expected", [(1, 0, {True, False}), (0, 1, {False})])
+def test_encoder_dropout_mode_per_phase(coordinate, finetune, expected):
+    """Encoders train with dropout in coordinate descent and run in eval mode while frozen in fine-tuning."""
+    span = make_span(dropout=0.5)
+    modes = []
+    span.encoders[0].register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    train_span(span, make_data(), 0, coordinate, finetune, **QUIET)
+    # Scoring after each epoch runs in eval mode, so False appears in both phases.
+    assert set(modes) == expected
+
+
 def test_no_epochs_changes_nothing():
     span = make_span()
     before = snapshot(span)

@@ -86,8 +86,10 @@ class SPAN(nn.Module):
         reweight_mixing: also re-weight the mixing layers (for random binary trees: the root's
             mixture over replicas). Off by default, as in the paper.
         mask_probability: fraction of tokens masked at random while training, so that attention
-            can stay on for marginal queries. 0 (default) follows the paper: attention is off
-            whenever a variable is marginalised.
+            can stay on for marginal queries. The variables of a masked token are marginalised in
+            the circuit as well, so a training step then maximises the -E of the visible variables,
+            the quantity that a marginal query returns. 0 (default) follows the paper: attention is
+            off whenever a variable is marginalised.
     """
 
     def __init__(

@@ -158,7 +158,10 @@ def coordinate_step(span, x, einet_opt, encoder_opt) -> None:
 
 
 def finetune_step(span, x, einet_opt) -> None:
-    """Update the Einsum network with the encoders frozen; the encoders run without autograd."""
+    """Update the Einsum network with the encoders frozen; the encoders run without autograd.
+
+    `train_span` puts the encoders in eval mode for this phase, so their dropout is off.
+    """
     x, observed = span._prepare(x, None)
     with torch.no_grad():
         logits, mixing_logits = span._attention_logits(x, observed)
@@ -183,6 +186,10 @@ def _run_phase(span, phase, num_epochs, step, loader, eval_loader, val_loader, d
     for epoch in bar:
         start = time.perf_counter()
         span.train()
+        if phase == "finetune":
+            # The encoders are frozen in this phase, so they also run without dropout, as when scoring.
+            for module in (span.encoders, span.heads, span.mixing_heads):
+                module.eval()
         for x in batches(loader, device):
             step(x)
         train_score = mean_score(span, eval_loader, device)
