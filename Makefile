@@ -16,6 +16,10 @@ BOOK_FLAGS := -W -n --keep-going
 # slower than one (benchmarks/README.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
+# jupyter-book's execution cache recognises a notebook by its code cells alone, so cached outputs
+# would outlive a change to spanlib. The stamp of an output folder drops its cache when spanlib changes.
+LIBRARY := $(shell find spanlib -name '*.py')
+
 .PHONY: help venv book book-student book-offline chromium unit browser test clean
 
 help:  ## list the targets
@@ -29,17 +33,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,book]" $(TORCH)
 	touch $@
 
-book: venv  ## build the book for PROFILE into _build/PROFILE/_build/html
+_build/%/.library-stamp: $(LIBRARY)
+	rm -rf _build/$*/_build/.jupyter_cache
+	mkdir -p _build/$* && touch $@
+
+book: venv _build/$(PROFILE)/.library-stamp  ## build the book for PROFILE into _build/PROFILE/_build/html
 	SPANLIB_PROFILE=$(PROFILE) SPANLIB_RESULTS=$(CURDIR)/_build/$(PROFILE)/results \
 		$(BIN)/jupyter-book build . --path-output _build/$(PROFILE) $(BOOK_FLAGS)
 	@echo "Book: _build/$(PROFILE)/_build/html/index.html"
 
-book-student: venv  ## build the student edition (solutions removed) into _build/student/_build/html
+book-student: venv _build/student/.library-stamp  ## build the student edition (solutions removed) into _build/student/_build/html
 	BOOK_HIDE_SOLUTIONS=1 SPANLIB_PROFILE=$(PROFILE) SPANLIB_RESULTS=$(CURDIR)/_build/$(PROFILE)/results \
 		$(BIN)/jupyter-book build . --path-output _build/student $(BOOK_FLAGS)
 	@echo "Student book: _build/student/_build/html/index.html"
 
-book-offline: venv  ## strict quick build with local MathJax and widget scripts, for the browser test
+book-offline: venv _build/offline/.library-stamp  ## strict quick build with local MathJax and widget scripts, for the browser test
 	$(BIN)/python tools/fetch_offline_assets.py
 	BOOK_OFFLINE=1 SPANLIB_PROFILE=quick SPANLIB_RESULTS=$(CURDIR)/_build/offline/results \
 		$(BIN)/jupyter-book build . --path-output _build/offline $(BOOK_FLAGS)
