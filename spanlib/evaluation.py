@@ -25,7 +25,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 __all__ = [
     "NonFiniteScoreError",

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 __all__ = ["DatasetUnavailableError", "default_root", "fetch_file", "file_md5", "atomic_write"]
 
