@@ -18,7 +18,10 @@ from torch import nn
 
 
 class DenseHead(nn.Module):
-    """One linear layer from d_model to every logit, as in the SPAN paper (d_model * P * out * K * K weights)."""
+    """One linear layer from d_model to every logit (d_model * P * out * K * K weights).
+
+    This is our reading of the paper's "feed-forward layer and softmax", which it does not detail.
+    """
 
     def __init__(self, d_model: int, shape: tuple[int, ...]):
         super().__init__()

@@ -80,8 +80,8 @@ class SPAN(nn.Module):
         depth, heads, d_model, d_ff: Transformer encoder layers, attention heads, model width and
             feed-forward width of each encoder.
         dropout: dropout inside the encoders.
-        head: "lowrank" (default, d_model -> `rank` -> logits) or "dense" (one linear layer, as in
-            the paper).
+        head: "lowrank" (default, d_model -> `rank` -> logits) or "dense" (one linear layer, our
+            reading of the paper's feed-forward layer).
         rank: width of the low-rank head.
         reweight_mixing: also re-weight the mixing layers (for random binary trees: the root's
             mixture over replicas). Off by default, as in the paper.
