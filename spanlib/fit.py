@@ -15,7 +15,7 @@ def mean_log_likelihood(net, data, batch_size: int = 500) -> float:
     """Return the mean log p(x) of `net` over a tensor or DataLoader of inputs."""
     loader = as_loader(data, batch_size, shuffle=False, seed=0)
     total, count = 0.0, 0
-    for x in batches(loader, net.device):
+    for x, _ in batches(loader, net.device):
         total += float(net(x).sum())
         count += len(x)
     return total / count
@@ -55,7 +55,7 @@ def fit_einet(
     for epoch in bar:
         start = time.perf_counter()
         net.train()
-        for x in batches(loader, net.device):
+        for x, _ in batches(loader, net.device):
             if optimizer is None:
                 net.em_step(x, step_size)
             else:

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tiny_models import tiny_span
 from spanlib import SPAN, train_span
-from spanlib.span.training import _gradient_step, coordinate_step, finetune_step, mean_score
+from spanlib.span.training import _cached_summaries, _gradient_step, coordinate_step, finetune_step, mean_score
 
 NUM_VARS = 6
 
@@ -146,6 +146,43 @@ def test_finetune_step_matches_full_pass():
 
 
 # ---------------------------------------------------------------------------- history
+
+
+def test_cached_finetune_matches_uncached():
+    """Fine-tuning on cached encoder summaries gives the parameters of running the frozen encoders per batch."""
+    data = make_data(30).double()
+    results = []
+    for cache in (True, False):
+        span = make_span(dropout=0.3).double()
+        with torch.no_grad():
+            for p in span.heads.parameters():
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+        train_span(span, data, 1, 1, 2, cache_encoders=cache, **QUIET)
+        results.append(dict(span.named_parameters()))
+    cached, uncached = results
+    for name, value in uncached.items():
+        torch.testing.assert_close(cached[name], value, rtol=0, atol=1e-10, msg=name)
+
+
+def test_cached_summaries_match_encoders():
+    span = make_span(dropout=0.3).train()
+    data = make_data(25)
+    summaries = _cached_summaries(span, data, batch_size=10)
+    assert span.encoders.training, "the cache must restore the encoders' train mode"
+    span.eval()
+    with torch.no_grad():
+        expected = span._summaries(data.unsqueeze(-1), torch.ones(data.shape, dtype=torch.bool))
+    assert len(summaries) == len(span.encoders)
+    for layer, (got, want) in enumerate(zip(summaries, expected)):
+        assert got.shape == (len(data), span.settings["d_model"])
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=f"layer {layer}")
+
+
+def test_cached_summaries_skipped_when_invalid():
+    data = make_data(20)
+    loader = DataLoader(TensorDataset(data), batch_size=10)
+    assert _cached_summaries(make_span(), loader, batch_size=10) is None
+    assert _cached_summaries(make_span(mask_probability=0.3), data, batch_size=10) is None
 
 
 def test_history_phases_and_epochs():

@@ -150,7 +150,10 @@ class SPAN(nn.Module):
         return [encoder(tokens) for encoder in self.encoders]
 
     def _logits(self, x, observed):
-        summaries = self._summaries(x, observed)
+        return self._head_logits(self._summaries(x, observed))
+
+    def _head_logits(self, summaries: list[torch.Tensor]):
+        """Return the logits of the einsum and mixing layers for per-layer encoder summaries (batch, d_model)."""
         logits = [head(s) for head, s in zip(self.heads, summaries)]
         mixing = [
             head(s) if self.reweight_mixing and has else None

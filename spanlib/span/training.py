@@ -4,7 +4,9 @@
    encoders stay as they are.
 2. Coordinate descent: on every batch, one gradient step on the Einsum network with the encoders
    fixed, then one on the encoders with the Einsum network fixed, both maximising -E(x).
-3. Fine-tuning: the encoders are frozen and the Einsum network maximises -E(x).
+3. Fine-tuning: the encoders are frozen and the Einsum network maximises -E(x). Frozen encoders
+   give the same summary of a sample in every epoch, so they run once over the training set and
+   each step runs only the heads and the circuit.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 PHASES = ("warmup", "coordinate", "finetune")
@@ -38,8 +40,21 @@ class History:
         return pd.DataFrame(self.records)
 
 
+class IndexedSamples(Dataset):
+    """The rows of a tensor, each with its row index, so that a training step can look up per-sample caches."""
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        return self.data[index], index
+
+
 def as_loader(data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """Return a DataLoader over `data` (a tensor or an existing DataLoader)."""
+    """Return a DataLoader over `data` (a tensor, whose rows come with their indices, or an existing DataLoader)."""
     if isinstance(data, DataLoader):
         return data
     if not isinstance(data, torch.Tensor):
@@ -47,14 +62,21 @@ def as_loader(data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     if len(data) == 0:
         raise ValueError("data is empty; pass at least one sample")
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(IndexedSamples(data), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
 def batches(loader: DataLoader, device: torch.device):
-    """Yield input tensors on `device` from a loader of tensors or (x, label) tuples."""
+    """Yield (x, index) with x on `device` from a loader of tensors or (x, label) tuples.
+
+    `index` holds the rows' indices for a loader made by `as_loader` from a tensor, and is None otherwise.
+    """
+    indexed = isinstance(loader.dataset, IndexedSamples)
     for item in loader:
-        x = item[0] if isinstance(item, (list, tuple)) else item
-        yield x.to(device)
+        if indexed:
+            x, index = item
+        else:
+            x, index = (item[0] if isinstance(item, (list, tuple)) else item), None
+        yield x.to(device), index
 
 
 @torch.no_grad()
@@ -68,7 +90,7 @@ def mean_score(model, loader: DataLoader, device: torch.device) -> float:
     model.eval()
     total, count = 0.0, 0
     with torch.random.fork_rng(devices=[]):
-        for x in batches(loader, device):
+        for x, _ in batches(loader, device):
             total += float(model(x).sum())
             count += len(x)
     model.train(was_training)
@@ -91,6 +113,7 @@ def train_span(
     patience: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    cache_encoders: bool = True,
 ) -> History:
     """Train `span` in three phases and return the per-epoch `History`.
 
@@ -105,6 +128,11 @@ def train_span(
         patience: end a phase early after this many epochs without a better validation score,
             and restore the best parameters of that phase. Needs `validation`.
         seed: seeds torch and the batch order.
+        progress: show a tqdm bar per phase.
+        cache_encoders: in the fine-tune phase, run the frozen encoders once over `data` and reuse
+            their summaries (layers x n x d_model floats on the model's device), instead of running
+            them on every batch of every epoch. Only the cheap heads run per batch. This needs
+            `data` as a tensor and `mask_probability == 0`, and is skipped otherwise.
     """
     if warmup not in ("em", "gradient"):
         raise ValueError(f"warmup must be 'em' or 'gradient', got {warmup!r}")
@@ -123,19 +151,25 @@ def train_span(
     history = History()
     span.train()
 
-    def warmup_step(x):
+    def warmup_step(x, index):
         if warmup == "em":
             span.einet.em_step(x, em_step_size)
         else:
             _gradient_step(span.einet, x, einet_opt, span.einet_parameters())
 
+    def finetune(x, index):
+        finetune_step(span, x, einet_opt, None if summaries is None else [s[index.to(device)] for s in summaries])
+
     steps = {
         "warmup": warmup_step,
-        "coordinate": lambda x: coordinate_step(span, x, einet_opt, encoder_opt),
-        "finetune": lambda x: finetune_step(span, x, einet_opt),
+        "coordinate": lambda x, index: coordinate_step(span, x, einet_opt, encoder_opt),
+        "finetune": finetune,
     }
     epochs = {"warmup": warmup_epochs, "coordinate": coordinate_epochs, "finetune": finetune_epochs}
+    summaries = None
     for phase in PHASES:
+        if phase == "finetune" and finetune_epochs > 0 and cache_encoders:
+            summaries = _cached_summaries(span, data, batch_size)
         _run_phase(span, phase, epochs[phase], steps[phase], loader, eval_loader, val_loader, device, history,
                    patience, progress)
     span.eval()
@@ -157,15 +191,40 @@ def coordinate_step(span, x, einet_opt, encoder_opt) -> None:
     _apply_gradient(-span._energy(x, observed, logits, mixing_logits).mean(), encoder_opt, span.encoder_parameters())
 
 
-def finetune_step(span, x, einet_opt) -> None:
+def finetune_step(span, x, einet_opt, summaries: list[torch.Tensor] | None = None) -> None:
     """Update the Einsum network with the encoders frozen; the encoders run without autograd.
 
-    `train_span` puts the encoders in eval mode for this phase, so their dropout is off.
+    `train_span` puts the encoders in eval mode for this phase, so their dropout is off. With
+    `summaries` (per layer, (batch, d_model), from `_cached_summaries`), only the heads run.
     """
     x, observed = span._prepare(x, None)
     with torch.no_grad():
-        logits, mixing_logits = span._attention_logits(x, observed)
+        if summaries is None:
+            logits, mixing_logits = span._attention_logits(x, observed)
+        else:
+            logits, mixing_logits = span._head_logits(summaries)
     _apply_gradient(-span._energy(x, observed, logits, mixing_logits).mean(), einet_opt, span.einet_parameters())
+
+
+@torch.no_grad()
+def _cached_summaries(span, data, batch_size: int) -> list[torch.Tensor] | None:
+    """Return the eval-mode encoder summaries of every row of `data`, per layer (n, d_model), or None.
+
+    None when the summaries cannot stand in for the encoders during fine-tuning: `data` is a
+    DataLoader (no row indices) or token masking draws a different input on every step.
+    """
+    if not isinstance(data, torch.Tensor) or span.mask_probability > 0:
+        return None
+    was_training = span.encoders.training
+    span.encoders.eval()
+    parts = [[] for _ in span.encoders]
+    for start in range(0, len(data), batch_size):
+        x, observed = span._prepare(data[start : start + batch_size].to(span.device), None)
+        visible = observed if observed is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        for layer, summary in enumerate(span._summaries(x, visible)):
+            parts[layer].append(summary)
+    span.encoders.train(was_training)
+    return [torch.cat(layer_parts) for layer_parts in parts]
 
 
 def _gradient_step(model, x, optimizer, parameters) -> None:
@@ -190,8 +249,8 @@ def _run_phase(span, phase, num_epochs, step, loader, eval_loader, val_loader, d
             # The encoders are frozen in this phase, so they also run without dropout, as when scoring.
             for module in (span.encoders, span.heads, span.mixing_heads):
                 module.eval()
-        for x in batches(loader, device):
-            step(x)
+        for x, index in batches(loader, device):
+            step(x, index)
         train_score = mean_score(span, eval_loader, device)
         val_score = None if val_loader is None else mean_score(span, val_loader, device)
         history.add(phase=phase, epoch=epoch + 1, train=train_score, validation=val_score,
