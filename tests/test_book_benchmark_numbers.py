@@ -15,7 +15,12 @@ CHAPTER = ROOT / "book" / "09_full_size.ipynb"
 BENCHMARKS = ROOT / "benchmarks" / "README.md"
 
 # Chapter phase -> step name in the benchmark table (rows "| paper | lowrank | <step> | ...").
-STEPS = {"EM (warm-up)": "einet em", "coordinate descent": "span coordinate", "fine-tuning": "span finetune"}
+STEPS = {
+    "EM (warm-up)": "einet em",
+    "coordinate descent": "span coordinate",
+    "fine-tuning": "span finetune",
+    "fine-tuning without cache": "span finetune uncached",
+}
 ROW = re.compile(r"^\| paper \| lowrank \| (?P<step>[a-z ]+?) \| (?P<wall>[\d.]+) \| (?P<cpu>[\d.]+) \|", re.MULTILINE)
 
 
