@@ -68,7 +68,7 @@ def as_loader(data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
 def batches(loader: DataLoader, device: torch.device):
     """Yield (x, index) with x on `device` from a loader of tensors or (x, label) tuples.
 
-    `index` holds the rows' indices for a loader made by `as_loader` from a tensor, and is None otherwise.
+    `index` contains the row indices for a loader made by `as_loader` from a tensor, and is None otherwise.
     """
     indexed = isinstance(loader.dataset, IndexedSamples)
     for item in loader:
