@@ -213,8 +213,12 @@ class SPAN(nn.Module):
 
     def _attention_logits(self, x, observed):
         """Return the logits of the einsum and mixing layers for checked x (encoders and heads only)."""
+        return self._head_logits(self._attention_summaries(x, observed))
+
+    def _attention_summaries(self, x, observed):
+        """Return the encoders' summaries (batch, d_model) per layer for checked x; None observes every variable."""
         visible = observed if observed is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        return self._logits(x, visible)
+        return self._summaries(x, visible)
 
     def _energy(self, x, observed, logits, mixing_logits):
         """Return -E(x) for checked x and given attention logits.

@@ -220,8 +220,7 @@ def _cached_summaries(span, data, batch_size: int) -> list[torch.Tensor] | None:
     parts = [[] for _ in span.encoders]
     for start in range(0, len(data), batch_size):
         x, observed = span._prepare(data[start : start + batch_size].to(span.device), None)
-        visible = observed if observed is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        for layer, summary in enumerate(span._summaries(x, visible)):
+        for layer, summary in enumerate(span._attention_summaries(x, observed)):
             parts[layer].append(summary)
     span.encoders.train(was_training)
     return [torch.cat(layer_parts) for layer_parts in parts]
