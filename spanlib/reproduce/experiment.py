@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import time
+import uuid
 import zipfile
 from functools import cached_property
 from pathlib import Path
@@ -201,8 +202,10 @@ class Experiment:
             model = self._train(name, images)
             # The sidecar goes first: a run interrupted between the two writes leaves a sidecar
             # without a checkpoint, and the next run retrains instead of rejecting an unlabelled file.
+            # training_id makes every sidecar unique, so a retrained model never matches the stamp
+            # of scores cached for the model it replaces, even when its training time is the same.
             record = {"fingerprint": fingerprint, "config": config,
-                      "train_seconds": round(time.perf_counter() - start, 2)}
+                      "train_seconds": round(time.perf_counter() - start, 2), "training_id": uuid.uuid4().hex}
             _atomic_save(lambda tmp: tmp.write_text(json.dumps(record, indent=2)), sidecar)
             _atomic_save(self._save_function(model), path)
         self._models[key] = model
