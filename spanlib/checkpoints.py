@@ -13,15 +13,23 @@ def read_checkpoint(path: str | Path, expected_format: str, map_location=None) -
     """Load a file written by a spanlib `save` and check its format tag.
 
     Uses `torch.load(weights_only=True)`, so no code in the file runs. Raises FileNotFoundError for
-    a missing file and ValueError for a corrupt file or one written by another model class.
+    a missing file, IsADirectoryError for a directory and ValueError for a corrupt file or one
+    written by another model class.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a directory; pass the path of a file written by save")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as error:
-        raise ValueError(f"checkpoint {path} is corrupt or not a torch file ({error}); delete it and save again") from error
+        # torch 2.14's message for a rejected pickle suggests weights_only=False, which would run code
+        # from the file, so only the error type is shown here and the full error stays chained.
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a torch file: torch.load(weights_only=True) raised "
+            f"{type(error).__name__}; save the model again"
+        ) from error
     if not isinstance(payload, dict) or "format" not in payload:
         raise ValueError(f"{path} is not a spanlib checkpoint (no format tag); expected {expected_format!r}")
     if payload["format"] != expected_format:

@@ -224,15 +224,24 @@ class EinsumNetwork(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device | None = None) -> EinsumNetwork:
-        """Read a network written by `save`; a file of another kind raises ValueError."""
+        """Read a network written by `save`, in the dtype it was saved in.
+
+        A corrupt file, a file of another kind, or a configuration that does not fit the stored
+        parameters raises ValueError naming the path.
+        """
         from .checkpoints import read_checkpoint
 
         payload = read_checkpoint(path, CHECKPOINT_FORMAT, map_location)
         try:
             net = cls.from_config(payload["config"])
+            # load_state_dict casts into the new network's dtype, so match the saved one first.
+            net.to(payload["state_dict"]["leaf.params"].dtype)
             net.load_state_dict(payload["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as error:
-            raise ValueError(f"checkpoint {path} does not match its configuration: {error}") from error
+        except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as error:
+            detail = f"missing key {error}" if isinstance(error, KeyError) else str(error)
+            raise ValueError(
+                f"checkpoint {path} does not match its configuration: {detail}; save the network again"
+            ) from error
         return net.to(map_location) if map_location is not None else net
 
     def extra_repr(self) -> str:

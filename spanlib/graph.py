@@ -96,8 +96,9 @@ class RegionGraph:
         """Check that the circuit the graph defines is valid.
 
         Raises ValueError when a partition is not decomposable (children overlap), not smooth
-        (children do not cover the parent), a scope is empty, a variable is out of range, the
-        root does not cover every variable, or some region is not reachable from the root.
+        (children do not cover the parent), a scope is empty or repeats a variable, a variable or
+        region index is out of range, the root does not cover every variable, or some region is
+        not reachable from the root.
         """
         if self.num_vars < 1:
             raise ValueError(f"num_vars must be at least 1, got {self.num_vars}")
@@ -106,6 +107,14 @@ class RegionGraph:
                 raise ValueError(f"region {index} has an empty scope")
             if min(scope) < 0 or max(scope) >= self.num_vars:
                 raise ValueError(f"region {index} has variables outside 0..{self.num_vars - 1}: {scope}")
+            if len(set(scope)) != len(scope):
+                raise ValueError(f"region {index} lists a variable more than once: {scope}; list each variable once")
+        count = len(self.regions)
+        if not 0 <= self.root < count:
+            raise ValueError(f"root {self.root} is not a region index in 0..{count - 1}")
+        for index, partition in enumerate(self.partitions):
+            if not all(0 <= region < count for region in partition):
+                raise ValueError(f"partition {index} refers to regions {tuple(partition)} outside 0..{count - 1}")
         if set(self.regions[self.root]) != set(range(self.num_vars)):
             raise ValueError("the root region must contain every variable exactly once")
         for index, (parent, left, right) in enumerate(self.partitions):

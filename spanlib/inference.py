@@ -12,6 +12,7 @@ sample b selected at a region slot, or -1 where its induced tree does not pass.
 from __future__ import annotations
 
 import contextlib
+import operator
 
 import torch
 
@@ -38,14 +39,18 @@ def top_down(net, n: int | None, evidence: torch.Tensor | None, mask: torch.Tens
             raise ValueError("a mask needs evidence: pass evidence=x together with mask")
         if mode == "mpe":
             raise ValueError("mpe needs evidence (the observed values); pass evidence=x and mask")
-        if n is None or int(n) < 1:
-            raise ValueError(f"n must be a positive number of samples, got {n}")
-        x = torch.zeros(int(n), net.num_vars, net.num_dims, dtype=net.dtype, device=net.device)
-        observed = torch.zeros(int(n), net.num_vars, dtype=torch.bool, device=net.device)
+        n = _check_count(n)
+        x = torch.zeros(n, net.num_vars, net.num_dims, dtype=net.dtype, device=net.device)
+        observed = torch.zeros(n, net.num_vars, dtype=torch.bool, device=net.device)
         squeeze = net.num_dims == 1
     else:
-        squeeze = evidence.dim() == 2
         x, observed = check_input(net, evidence, mask, name="evidence")
+        if n is not None and n != x.shape[0]:
+            raise ValueError(
+                f"n={n} does not match the {x.shape[0]} rows of evidence; conditional sampling draws one "
+                "completion per row, so leave n out (repeat rows of evidence for several completions)"
+            )
+        squeeze = evidence.dim() == 2
         if observed is None:
             return x.squeeze(-1).clone() if squeeze else x.clone()
 
@@ -60,6 +65,21 @@ def top_down(net, n: int | None, evidence: torch.Tensor | None, mask: torch.Tens
         filled = _draw_leaves(net, chosen, mode)
     out = torch.where(observed.unsqueeze(-1), x, filled)
     return out.squeeze(-1) if squeeze else out
+
+
+def _check_count(n) -> int:
+    """Return the number of samples n as an int, or raise naming the value."""
+    if n is None:
+        raise ValueError("n must be a positive number of samples, got None; pass n, or evidence and mask")
+    if isinstance(n, bool):
+        raise TypeError(f"n must be an integer number of samples, got {n!r}")
+    try:
+        count = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer number of samples, got {n!r}; pass int(n)") from None
+    if count < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    return count
 
 
 def _choose_entries(net, trace, mode: str) -> torch.Tensor:

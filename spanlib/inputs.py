@@ -44,10 +44,17 @@ def check_input(model, x: torch.Tensor, missing: torch.Tensor | None, name: str 
     batch, num_vars, num_dims = x.shape
     if batch == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one sample")
+    expected_shape = f"(batch, {model.num_vars}, {model.num_dims})"
     if num_vars != model.num_vars:
-        raise ValueError(f"{name} has {num_vars} variables but the network has {model.num_vars} (shape {tuple(x.shape)})")
+        raise ValueError(
+            f"{name} has {num_vars} variables but the network has {model.num_vars} (shape {tuple(x.shape)}); "
+            f"pass {name} with shape {expected_shape}"
+        )
     if num_dims != model.num_dims:
-        raise ValueError(f"{name} has {num_dims} dims per variable but the network has num_dims={model.num_dims}")
+        raise ValueError(
+            f"{name} has {num_dims} dims per variable but the network has num_dims={model.num_dims}; "
+            f"pass {name} with shape {expected_shape}"
+        )
 
     family = model.leaf_family
     if x.dtype.is_complex:
@@ -65,17 +72,33 @@ def check_input(model, x: torch.Tensor, missing: torch.Tensor | None, name: str 
         )
     x = x.to(model.dtype)
 
-    missing = check_mask(missing, batch, num_vars, x.device, "mask" if name == "evidence" else "marginalize")
+    mask_name = "mask" if name == "evidence" else "marginalize"
+    missing = check_mask(missing, batch, num_vars, x.device, mask_name)
     observed = None if missing is None else ~missing
-    values = x if observed is None else x[observed]
-    nan = torch.isnan(values)
+    nan = _observed_only(torch.isnan(x), observed)
     if nan.any():
-        where = torch.nonzero(torch.isnan(x).any(-1) & (True if observed is None else observed))[0].tolist()
         raise ValueError(
-            f"{name} has {int(nan.sum())} NaN values in observed entries (first at sample {where[0]}, variable "
-            f"{where[1]}); mark them as missing in the mask instead"
+            f"{name} has {int(nan.sum())} NaN values in observed entries (first at {_entry_name(nan)}); "
+            f"mark them as missing with {mask_name} instead"
         )
-    problem = family.check_support(values)
-    if problem is not None:
-        raise ValueError(f"{name}: {problem}")
+    outside = _observed_only(family.outside_support(x), observed)
+    if outside.any():
+        first = tuple(torch.nonzero(outside)[0].tolist())
+        raise ValueError(
+            f"{name} has {int(outside.sum())} observed values that {type(family).__name__} leaves do not accept "
+            f"(they take {family.support()}); the first is {x[first].item()} at {_entry_name(outside)}. "
+            f"{family.support_fix()}. Entries marked as missing with {mask_name} are not checked"
+        )
     return x, observed
+
+
+def _observed_only(flags: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
+    """Clear the flags (batch, num_vars, num_dims) of unobserved variables. None observes every variable."""
+    return flags if observed is None else flags & observed.unsqueeze(-1)
+
+
+def _entry_name(flags: torch.Tensor) -> str:
+    """Name the first True entry of a (batch, num_vars, num_dims) tensor, e.g. "sample 2, variable 3"."""
+    sample, variable, dim = torch.nonzero(flags)[0].tolist()
+    where = f"sample {sample}, variable {variable}"
+    return where if flags.shape[-1] == 1 else f"{where}, dim {dim}"

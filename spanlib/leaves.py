@@ -51,8 +51,16 @@ class LeafFamily:
         """Return log h(x) where it depends on x, else None (constants live in the normaliser)."""
         return None
 
-    def check_support(self, x: torch.Tensor) -> str | None:
-        """Return a description of the first value outside the support, or None."""
+    def outside_support(self, x: torch.Tensor) -> torch.Tensor:
+        """Return a bool tensor shaped like x, True where a value lies outside the support."""
+        raise NotImplementedError
+
+    def support(self) -> str:
+        """Describe the support in a few words, for error messages."""
+        raise NotImplementedError
+
+    def support_fix(self) -> str:
+        """Return one sentence on how to bring data into the support, for error messages."""
         raise NotImplementedError
 
     def from_expected(self, mean_stats: torch.Tensor) -> torch.Tensor:
@@ -78,12 +86,9 @@ class LeafFamily:
         return f"{type(self).__name__}({args})"
 
 
-def _discrete_support(x: torch.Tensor, low: int, high: int, family: str) -> str | None:
-    bad = (x != torch.round(x)) | (x < low) | (x > high)
-    if bad.any():
-        value = x[bad].flatten()[0].item()
-        return f"{family} leaves take integers in [{low}, {high}], got {value}"
-    return None
+def _outside_integers(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Return True where x is not an integer in [low, high] (NaN included)."""
+    return (x != torch.round(x)) | (x < low) | (x > high)
 
 
 class Bernoulli(LeafFamily):
@@ -106,8 +111,14 @@ class Bernoulli(LeafFamily):
     def statistics(self, x):
         return x.unsqueeze(-1)
 
-    def check_support(self, x):
-        return _discrete_support(x, 0, 1, "Bernoulli")
+    def outside_support(self, x):
+        return _outside_integers(x, 0, 1)
+
+    def support(self):
+        return "integers in [0, 1]"
+
+    def support_fix(self):
+        return "Binarise the data, e.g. with (x > 0.5).float()"
 
     def from_expected(self, mean_stats):
         p = mean_stats.clamp(self.min_prob, 1 - self.min_prob)
@@ -150,8 +161,14 @@ class Binomial(LeafFamily):
         n = self.num_trials
         return math.lgamma(n + 1) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
 
-    def check_support(self, x):
-        return _discrete_support(x, 0, self.num_trials, f"Binomial({self.num_trials})")
+    def outside_support(self, x):
+        return _outside_integers(x, 0, self.num_trials)
+
+    def support(self):
+        return f"integers in [0, {self.num_trials}]"
+
+    def support_fix(self):
+        return f"Pass integer counts from 0 to {self.num_trials} or build the leaf with a larger num_trials"
 
     def from_expected(self, mean_stats):
         p = (mean_stats / self.num_trials).clamp(self.min_prob, 1 - self.min_prob)
@@ -197,8 +214,14 @@ class Categorical(LeafFamily):
     def statistics(self, x):
         return F.one_hot(x.long(), self.num_values).to(x.dtype)
 
-    def check_support(self, x):
-        return _discrete_support(x, 0, self.num_values - 1, f"Categorical({self.num_values})")
+    def outside_support(self, x):
+        return _outside_integers(x, 0, self.num_values - 1)
+
+    def support(self):
+        return f"integers in [0, {self.num_values - 1}]"
+
+    def support_fix(self):
+        return f"Map the data to integer codes 0 to {self.num_values - 1} or build the leaf with a larger num_values"
 
     def from_expected(self, mean_stats):
         p = mean_stats.clamp_min(self.min_prob)
@@ -266,10 +289,14 @@ class Normal(LeafFamily):
     def statistics(self, x):
         return torch.stack([x, x * x], dim=-1)
 
-    def check_support(self, x):
-        if not torch.isfinite(x).all():
-            return f"Normal leaves need finite values, got {x[~torch.isfinite(x)].flatten()[0].item()}"
-        return None
+    def outside_support(self, x):
+        return ~torch.isfinite(x)
+
+    def support(self):
+        return "finite real numbers"
+
+    def support_fix(self):
+        return "Replace the infinite values"
 
     def from_expected(self, mean_stats):
         mean = mean_stats[..., 0]

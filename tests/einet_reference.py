@@ -60,6 +60,9 @@ def mode(family, params: np.ndarray) -> float:
         return 1.0 if params[0] > 0 else 0.0
     if name == "categorical":
         return float(int(np.argmax(params)))
+    if name == "binomial":
+        masses = [density(family, params, k) for k in range(family.num_trials + 1)]
+        return float(int(np.argmax(masses)))
     if name == "normal":
         return float(params[0])
     raise ValueError(f"no reference mode for leaf family {name!r}")

@@ -181,3 +181,47 @@ def test_graph_dict_round_trip():
     graph = poon_domingos(3, 3, 1)
     copy = RegionGraph.from_dict(graph.to_dict())
     assert copy == graph
+
+
+def test_validate_rejects_repeated_variable():
+    # Without this check the leaf (1, 1) would count variable 1 twice and p would not sum to 1.
+    with pytest.raises(ValueError, match=r"region 2 lists a variable more than once: \(1, 1\)"):
+        RegionGraph(num_vars=2, regions=[(0, 1), (0,), (1, 1)], partitions=[(0, 1, 2)], root=0)
+
+
+@pytest.mark.parametrize("partition", [(0, 1, 3), (0, 1, -1)])
+def test_validate_rejects_bad_region_index(partition):
+    with pytest.raises(ValueError, match=r"partition 0 refers to regions .* outside 0..2"):
+        RegionGraph(num_vars=2, regions=[(0, 1), (0,), (1,)], partitions=[partition], root=0)
+
+
+def test_validate_rejects_bad_root():
+    with pytest.raises(ValueError, match=r"root 3 is not a region index in 0..2"):
+        RegionGraph(num_vars=2, regions=[(0, 1), (0,), (1,)], partitions=[(0, 1, 2)], root=3)
+
+
+@pytest.mark.parametrize("num_vars, depth, replicas", [(8, 3, 2), (13, 3, 4), (9, 2, 1)])
+def test_random_trees_layers(num_vars, depth, replicas):
+    graph = random_binary_trees(num_vars, depth, replicas, seed=2)
+    plans = graph.layers()
+    assert len(plans) == depth
+    for level, plan in enumerate(plans[:-1], start=1):
+        expected = replicas * 2 ** (depth - level)
+        assert len(plan.partitions) == expected, f"layer {level}"
+        assert len(plan.regions) == expected, f"layer {level}"
+        assert plan.mixing is None, f"layer {level}"
+    top = plans[-1]
+    assert top.regions.tolist() == [graph.root]
+    assert len(top.partitions) == replicas
+    if replicas == 1:
+        assert top.mixing is None
+    else:
+        assert top.mixing.tolist() == [list(range(replicas))]
+
+
+def test_summary_lists_layers():
+    lines = random_binary_trees(10, 2, 3, seed=0).summary().splitlines()
+    # Each of the 3 replicas adds 2 + 4 regions below the shared root and 1 + 2 partitions.
+    assert lines[0] == "RegionGraph: 10 variables, 19 regions, 9 partitions, 12 leaf regions"
+    assert lines[1] == "  layer 1: 6 partitions -> 6 regions"
+    assert lines[2] == "  layer 2: 3 partitions -> 1 regions, mixing over up to 3 partitions"

@@ -1,10 +1,11 @@
 """Tests of sampling, conditional sampling and greedy MPE against exact and brute-force references."""
 
+import numpy as np
 import pytest
 import torch
 
 from einet_reference import CircuitReference, all_states, randomize
-from spanlib import Bernoulli, Categorical, EinsumNetwork, Normal, poon_domingos, random_binary_trees
+from spanlib import Bernoulli, Binomial, Categorical, EinsumNetwork, Normal, poon_domingos, random_binary_trees
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -52,6 +53,16 @@ def test_sample_categorical_pair():
         assert_frequency(samples[:, 2] == value, exact, f"p(x2 = {value})")
     exact_pair = probs[(states[:, 0] == 2) & (states[:, 3] == 1)].sum().item()
     assert_frequency((samples[:, 0] == 2) & (samples[:, 3] == 1), exact_pair, "p(x0 = 2, x3 = 1)")
+
+
+def test_sample_binomial_marginals():
+    net = build(5, 2, 2, 3, Binomial(2), seed=16)
+    states, probs = joint_table(net, 3)
+    samples = net.sample(NUM_SAMPLES, seed=4)
+    for v in (0, 3):
+        for count in range(3):
+            exact = probs[states[:, v] == count].sum().item()
+            assert_frequency(samples[:, v] == count, exact, f"p(x{v} = {count})")
 
 
 def test_sample_poon_domingos():
@@ -118,6 +129,7 @@ def test_normal_conditional_keeps_evidence():
     [
         (lambda: build(7, 2, 3, 3, Bernoulli(), seed=8), 2),
         (lambda: build(6, 1, 2, 4, Categorical(3), seed=9), 3),
+        (lambda: build(6, 2, 2, 3, Binomial(5), seed=17), 6),
         (lambda: build(8, 3, 2, 2, Normal(0.05, 1.0), seed=10, num_dims=2), None),
         (lambda: randomized(EinsumNetwork(poon_domingos(2, 3, 1), Bernoulli(), K=3), seed=11), 2),
     ],
@@ -159,3 +171,20 @@ def test_query_argument_errors():
         net.sample(0)
     with pytest.raises(ValueError, match="n must be a positive number of samples, got None"):
         net.sample()
+    with pytest.raises(TypeError, match=r"n must be an integer number of samples, got 2.5; pass int\(n\)"):
+        net.sample(2.5)
+    with pytest.raises(TypeError, match="n must be an integer number of samples, got True"):
+        net.sample(True)
+    evidence = torch.zeros(5, 6)
+    mask = torch.zeros(6, dtype=torch.bool)
+    mask[2] = True
+    with pytest.raises(ValueError, match="n=3 does not match the 5 rows of evidence; .* leave n out"):
+        net.sample(3, evidence=evidence, mask=mask)
+    assert net.sample(5, evidence=evidence, mask=mask, seed=0).shape == (5, 6)
+
+
+def test_sample_count_accepts_integer_types():
+    net = build(6, 2, 2, 2, Bernoulli(), seed=15)
+    expected = net.sample(4, seed=1)
+    assert torch.equal(net.sample(np.int64(4), seed=1), expected)
+    assert torch.equal(net.sample(torch.tensor(4), seed=1), expected)

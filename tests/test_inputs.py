@@ -20,13 +20,15 @@ def build(leaf, num_vars=6, K=2, num_dims=1, seed=0):
 # ---------------------------------------------------------------------- shapes, values and dtypes
 def test_wrong_num_vars():
     net = build(Bernoulli())
-    with pytest.raises(ValueError, match=r"x has 5 variables but the network has 6 \(shape \(3, 5, 1\)\)"):
+    expected = r"x has 5 variables but the network has 6 \(shape \(3, 5, 1\)\); pass x with shape \(batch, 6, 1\)"
+    with pytest.raises(ValueError, match=expected):
         net(torch.zeros(3, 5))
 
 
 def test_wrong_num_dims():
     net = build(Normal(), num_dims=2)
-    with pytest.raises(ValueError, match="x has 3 dims per variable but the network has num_dims=2"):
+    expected = r"x has 3 dims per variable but the network has num_dims=2; pass x with shape \(batch, 6, 2\)"
+    with pytest.raises(ValueError, match=expected):
         net(torch.zeros(3, 6, 3))
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 6, 2\), got \(3, 6\)"):
         net(torch.zeros(3, 6))
@@ -42,7 +44,8 @@ def test_nan_in_observed():
     net = build(Normal())
     x = torch.zeros(4, 6)
     x[2, 3] = float("nan")
-    with pytest.raises(ValueError, match="x has 1 NaN values in observed entries \\(first at sample 2, variable 3\\)"):
+    expected = r"x has 1 NaN values in observed entries \(first at sample 2, variable 3\); mark them as missing with marginalize"
+    with pytest.raises(ValueError, match=expected):
         net(x)
     mask = torch.zeros(4, 6, dtype=torch.bool)
     mask[2, 3] = True
@@ -50,23 +53,46 @@ def test_nan_in_observed():
 
 
 @pytest.mark.parametrize(
-    "leaf, value, message",
+    "leaf, value, support, fix",
     [
-        (Categorical(4), 256.0, r"Categorical\(4\) leaves take integers in \[0, 3\], got 256.0"),
-        (Categorical(4), -1.0, r"Categorical\(4\) leaves take integers in \[0, 3\], got -1.0"),
-        (Categorical(4), 1.5, r"got 1.5"),
-        (Bernoulli(), 0.5, r"Bernoulli leaves take integers in \[0, 1\], got 0.5"),
-        (Bernoulli(), 2.0, r"got 2.0"),
-        (Binomial(5), -1.0, r"Binomial\(5\) leaves take integers in \[0, 5\], got -1.0"),
-        (Binomial(5), 6.0, r"got 6.0"),
-        (Normal(), float("inf"), r"Normal leaves need finite values, got inf"),
+        (Categorical(4), 256.0, r"integers in \[0, 3\]", r"Map the data to integer codes 0 to 3"),
+        (Categorical(4), -1.0, r"integers in \[0, 3\]", r"Map the data to integer codes 0 to 3"),
+        (Categorical(4), 1.5, r"integers in \[0, 3\]", r"Map the data to integer codes 0 to 3"),
+        (Bernoulli(), 0.5, r"integers in \[0, 1\]", r"Binarise the data"),
+        (Bernoulli(), 2.0, r"integers in \[0, 1\]", r"Binarise the data"),
+        (Binomial(5), -1.0, r"integers in \[0, 5\]", r"Pass integer counts from 0 to 5"),
+        (Binomial(5), 6.0, r"integers in \[0, 5\]", r"Pass integer counts from 0 to 5"),
+        (Normal(), float("inf"), r"finite real numbers", r"Replace the infinite values"),
     ],
 )
-def test_value_outside_support(leaf, value, message):
+def test_value_outside_support(leaf, value, support, fix):
     net = build(leaf)
     x = torch.zeros(3, 6)
     x[1, 4] = value
-    with pytest.raises(ValueError, match=message):
+    x[2, 0] = value
+    family = type(leaf).__name__
+    expected = (
+        rf"x has 2 observed values that {family} leaves do not accept \(they take {support}\); "
+        rf"the first is {re.escape(str(value))} at sample 1, variable 4\. {fix}.*"
+        r"Entries marked as missing with marginalize are not checked"
+    )
+    with pytest.raises(ValueError, match=expected):
+        net(x)
+
+
+def test_outside_support_names_dim():
+    net = build(Normal(), num_dims=3)
+    x = torch.zeros(2, 6, 3)
+    x[1, 5, 2] = float("-inf")
+    with pytest.raises(ValueError, match=r"the first is -inf at sample 1, variable 5, dim 2\."):
+        net(x)
+
+
+def test_nan_names_dim():
+    net = build(Normal(), num_dims=3)
+    x = torch.zeros(2, 6, 3)
+    x[0, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"x has 1 NaN values in observed entries \(first at sample 0, variable 2, dim 1\)"):
         net(x)
 
 
@@ -148,7 +174,7 @@ def test_bad_mask_shape():
 
 def test_evidence_errors_name_evidence():
     net = build(Bernoulli())
-    with pytest.raises(ValueError, match=r"evidence: Bernoulli leaves take integers in \[0, 1\], got 0.5"):
+    with pytest.raises(ValueError, match=r"evidence has 12 observed values that Bernoulli leaves do not accept.* with mask are"):
         net.mpe(evidence=torch.full((2, 6), 0.5), mask=torch.zeros(6, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"mask must have shape \(6,\) or \(2, 6\), got \(3,\)"):
         net.sample(evidence=torch.zeros(2, 6), mask=torch.zeros(3, dtype=torch.bool))
@@ -196,6 +222,18 @@ def test_save_load_bit_identical(tmp_path, leaf, num_dims):
     assert torch.equal(loaded.mpe(evidence=x, mask=mask), net.mpe(evidence=x, mask=mask))
 
 
+def test_save_load_float64(tmp_path):
+    net = build(Normal(0.01, 3.0), num_vars=7, K=3, num_dims=2, seed=4).double()
+    x = torch.randn(8, 7, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    path = tmp_path / "einet64.pt"
+    net.save(path)
+    loaded = EinsumNetwork.load(path)
+    for name, parameter in loaded.named_parameters():
+        assert parameter.dtype == torch.float64, name
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
 def test_load_corrupt_file(tmp_path):
     net = build(Bernoulli())
     path = tmp_path / "einet.pt"
@@ -203,6 +241,39 @@ def test_load_corrupt_file(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=f"checkpoint {re.escape(str(path))} is corrupt or not a torch file"):
+        EinsumNetwork.load(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes\x00\x01"])
+def test_load_garbage_file(tmp_path, content):
+    path = tmp_path / "einet.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"is corrupt or not a torch file: .* raised \w+; save the model again$") as caught:
+        EinsumNetwork.load(path)
+    # torch's advice to retry with weights_only=False would run code from an untrusted file.
+    assert "weights_only` set to `False`" not in str(caught.value)
+
+
+def test_load_directory(tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"checkpoint {re.escape(str(tmp_path))} is a directory"):
+        EinsumNetwork.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda config: config.update(leaf="poisson"), "unknown leaf family 'poisson'"),
+        (lambda config: config["graph"]["partitions"].__setitem__(0, [0, 1, 1]), "partition 0 is not decomposable"),
+        (lambda config: config["leaf_config"].update(bogus=1), "unexpected keyword argument 'bogus'"),
+    ],
+)
+def test_load_bad_config_names_path(tmp_path, edit, reason):
+    path = tmp_path / "einet.pt"
+    build(Bernoulli()).save(path)
+    payload = torch.load(path, weights_only=True)
+    edit(payload["config"])
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=f"checkpoint {re.escape(str(path))} does not match its configuration: .*{reason}"):
         EinsumNetwork.load(path)
 
 
@@ -242,7 +313,8 @@ def test_load_missing_config_key(tmp_path):
     payload = torch.load(path, weights_only=True)
     del payload["config"]["leaf"]
     torch.save(payload, path)
-    with pytest.raises(ValueError, match=f"checkpoint {re.escape(str(path))} does not match its configuration"):
+    expected = f"checkpoint {re.escape(str(path))} does not match its configuration: missing key 'leaf'; save the network again"
+    with pytest.raises(ValueError, match=expected):
         EinsumNetwork.load(path)
 
 
