@@ -1,5 +1,6 @@
 """Tests of SPAN's partition function against a brute-force sum of exp(-E(x)) over every state."""
 
+import itertools
 import math
 
 import pytest
@@ -9,9 +10,11 @@ from tiny_models import tiny_span
 from spanlib import (
     SPAN,
     Categorical,
+    EinsumNetwork,
     LinearEmbedding,
     Normal,
     log_partition_function,
+    random_binary_trees,
 )
 
 
@@ -32,10 +35,8 @@ def randomize_heads(span, scale=1.0, seed=1):
 
 
 def all_states(num_vars, num_values=2):
-    """Return every joint state as (num_values**num_vars, num_vars): the base-num_values digits of 0, 1, ..."""
-    codes = torch.arange(num_values**num_vars)
-    digits = [(codes // num_values**position) % num_values for position in range(num_vars)]
-    return torch.stack(digits, dim=1).double()
+    """Return every joint state as (num_values**num_vars, num_vars), listed by itertools.product."""
+    return torch.tensor(list(itertools.product(range(num_values), repeat=num_vars)), dtype=torch.float64)
 
 
 def brute_force_log_z(span, num_values=2):
@@ -61,6 +62,20 @@ def test_exact_categorical():
     expected = brute_force_log_z(span, num_values=3)
     assert abs(expected) > 1e-3
     assert log_partition_function(span).value == pytest.approx(expected, abs=1e-10)
+
+
+def test_exact_several_dims():
+    """Enumeration covers every dim of every variable: 3 variables with 2 binary dims give 2**6 states."""
+    torch.manual_seed(0)
+    net = EinsumNetwork(random_binary_trees(3, 1, 2, seed=0), Categorical(2), K=2, num_dims=2)
+    span = randomize_heads(SPAN(net, LinearEmbedding(2), depth=1, heads=2, d_model=8, d_ff=16).double().eval())
+    states = all_states(6).view(-1, 3, 2)
+    with torch.no_grad():
+        expected = float(torch.logsumexp(span(states), dim=0))
+    result = log_partition_function(span, batch_size=5)
+    assert abs(expected) > 1e-3
+    assert result.num_samples == 2**6
+    assert result.value == pytest.approx(expected, abs=1e-10)
 
 
 def test_importance_within_four_errors():
@@ -123,6 +138,20 @@ def test_log_prob_computes_z():
     torch.testing.assert_close(with_float, expected)
 
 
+def test_log_prob_train_mode():
+    """Dropout and token masking are off in log_prob, so train mode gives the eval-mode values."""
+    span = randomize_heads(make_span(mask_probability=0.5, dropout=0.3))
+    states = all_states(span.einet.num_vars)
+    with torch.no_grad():
+        expected = span.log_prob(states)
+        span.train()
+        torch.manual_seed(0)
+        got = span.log_prob(states)
+    assert span.training
+    assert torch.equal(got, expected)
+    assert float(torch.logsumexp(got, dim=0)) == pytest.approx(0.0, abs=1e-10)
+
+
 def test_restores_training_mode():
     span = randomize_heads(make_span()).train()
     log_partition_function(span)
@@ -154,3 +183,8 @@ def test_too_few_samples():
 def test_float_conversion():
     result = log_partition_function(randomize_heads(make_span()))
     assert math.isclose(float(result), result.value)
+
+
+def test_batch_size_zero():
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        log_partition_function(make_span(), batch_size=0)

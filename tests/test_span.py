@@ -15,6 +15,8 @@ from spanlib import (
     SPAN,
     Bernoulli,
     BernoulliEmbedding,
+    Binomial,
+    Categorical,
     DenseHead,
     EinsumNetwork,
     LinearEmbedding,
@@ -178,6 +180,26 @@ def test_sum_weights_shapes():
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
+@pytest.mark.parametrize("head", ["lowrank", "dense"])
+def test_attention_weights_reference(kind, head):
+    """A(x) is the softmax over the K x K child pairs of each head's logits, shaped (batch, P, out, K, K)."""
+    span = perturb(BUILDERS[kind](head=head))
+    x = random_input(span, batch=4)
+    tokens = span.embedding(x, observed_all(x))
+    attention = span.attention_weights(x)
+    K = span.einet.K
+    assert len(attention) == len(span.einet.einsum_layers)
+    for depth, (encoder, layer_head, got) in enumerate(zip(span.encoders, span.heads, attention)):
+        out = 1 if depth == len(attention) - 1 else K
+        partitions = span.einet.einsum_layers[depth].logits.shape[0]
+        assert got.shape == (4, partitions, out, K, K)
+        logits = layer_head(encoder(tokens)).reshape(4, partitions, out, K * K)
+        expected = torch.softmax(logits, dim=-1).reshape(got.shape)
+        torch.testing.assert_close(got, expected, **TIGHT)
+        torch.testing.assert_close(got.sum((-1, -2)), torch.ones(4, partitions, out, dtype=got.dtype), **TIGHT)
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
 def test_attention_changes_energy(kind):
     span = perturb(BUILDERS[kind]())
     x = random_input(span)
@@ -240,6 +262,42 @@ def test_marginal_without_masking_is_einet(kind):
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
+def test_complete_rows_keep_attention(kind):
+    """In a marginal query without token masking, rows with nothing missing still get -E(x)."""
+    span = perturb(BUILDERS[kind]())
+    x = random_input(span, batch=6)
+    mask = torch.zeros(6, span.einet.num_vars, dtype=torch.bool)
+    mask[::2, :2] = True
+    value = span(x, marginalize=mask)
+    torch.testing.assert_close(value[1::2], span(x[1::2]), **TIGHT)
+    torch.testing.assert_close(value[::2], span.einet(x[::2], marginalize=mask[::2]), **TIGHT)
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_empty_marginal_is_energy(kind):
+    span = perturb(BUILDERS[kind]())
+    x = random_input(span)
+    nothing = torch.zeros(len(x), span.einet.num_vars, dtype=torch.bool)
+    assert torch.equal(span(x, marginalize=nothing), span(x))
+
+
+def test_mixed_marginal_ignores_nan():
+    """NaN at missing entries reaches neither the value nor the gradient when complete rows use attention."""
+    span = perturb(bernoulli_span())
+    x = random_input(span, batch=4)
+    mask = torch.zeros(4, span.einet.num_vars, dtype=torch.bool)
+    mask[0, :3] = True
+    with_nan = x.clone()
+    with_nan[mask] = float("nan")
+    value = span(with_nan, marginalize=mask)
+    assert torch.equal(value, span(x, marginalize=mask))
+    value.sum().backward()
+    for name, p in span.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in span.encoder_parameters())
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
 def test_marginal_with_masking_uses_attention(kind):
     span = perturb(BUILDERS[kind](mask_probability=0.3)).eval()
     x = random_input(span)
@@ -281,6 +339,21 @@ def test_fully_masked_sample_finite(kind, mode):
     assert torch.isfinite(value).all()
     # Every variable of sample 0 is summed out and the weights are normalised, so its value is log 1.
     assert abs(float(value[0].detach())) < 1e-10
+    value.sum().backward()
+    for name, p in span.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+def test_random_masking_of_every_token(kind):
+    """Train-mode token masking that hides every token of a sample gives log 1 and finite gradients."""
+    span = perturb(BUILDERS[kind](mask_probability=0.99), scale=0.2).train()
+    x = random_input(span, batch=8)
+    torch.manual_seed(0)
+    value = span(x)
+    hidden = value.detach().abs() < 1e-10
+    assert hidden.any(), "with mask_probability 0.99 some sample should lose every token"
+    assert torch.isfinite(value).all()
     value.sum().backward()
     for name, p in span.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
@@ -396,6 +469,22 @@ def test_load_mismatched_state(tmp_path):
         SPAN.load(path)
 
 
+# ---------------------------------------------------------------------------- constructor
+
+
+def test_positional_encoder_arguments():
+    """SPAN(einet, embedding, depth, heads, d_model, d_ff) sizes every encoder in that order."""
+    net = EinsumNetwork(random_binary_trees(8, 2, 1), Bernoulli(), K=2)
+    span = SPAN(net, BernoulliEmbedding(), 3, 2, 12, 20)
+    assert len(span.encoders) == len(net.einsum_layers)
+    for encoder in span.encoders:
+        assert len(encoder.encoder.layers) == 3
+        assert encoder.project.out_features == 12
+        for layer in encoder.encoder.layers:
+            assert layer.self_attn.num_heads == 2
+            assert layer.linear1.out_features == 20
+
+
 # ---------------------------------------------------------------------------- configuration errors
 
 
@@ -434,6 +523,21 @@ def test_bernoulli_embedding_three_dims():
         SPAN(net, BernoulliEmbedding(), **TINY_ENCODER)
 
 
+@pytest.mark.parametrize("leaf", [Categorical(4), Binomial(3), Normal()])
+def test_bernoulli_embedding_non_binary_leaves(leaf):
+    net = EinsumNetwork(random_binary_trees(8, 2, 1), leaf, K=2)
+    with pytest.raises(ValueError, match=rf"{type(leaf).__name__}.*LinearEmbedding\(1\)"):
+        SPAN(net, BernoulliEmbedding(), **TINY_ENCODER)
+
+
+@pytest.mark.parametrize("leaf", [Bernoulli(), Categorical(2), Binomial(1)])
+def test_bernoulli_embedding_binary_leaves(leaf):
+    net = EinsumNetwork(random_binary_trees(8, 2, 1), leaf, K=2)
+    span = SPAN(net, BernoulliEmbedding(), **TINY_ENCODER)
+    x = torch.tensor([[0.0, 1.0] * 4])
+    assert span(x).shape == (1,)
+
+
 def test_unknown_head():
     net = EinsumNetwork(random_binary_trees(8, 2, 1), Bernoulli(), K=2)
     with pytest.raises(ValueError, match="'wide'"):
@@ -462,3 +566,18 @@ def test_wrong_input_dims():
     span = patch_span()
     with pytest.raises(ValueError, match=r"1 dims.*num_dims=3"):
         span(torch.zeros(2, 16, 1, dtype=torch.float64))
+
+
+def test_input_on_other_device():
+    span = bernoulli_span()
+    x = random_input(span).to("meta")
+    for query in (span, span.attention_weights, span.sum_weights):
+        with pytest.raises(ValueError, match="x is on meta but the network is on cpu"):
+            query(x)
+
+
+def test_mask_on_other_device():
+    span = bernoulli_span()
+    mask = half_mask(span).to("meta")
+    with pytest.raises(ValueError, match="marginalize is on meta but the network is on cpu"):
+        span(random_input(span), marginalize=mask)

@@ -289,6 +289,12 @@ def test_masked_training_finite():
         assert torch.isfinite(p).all(), name
 
 
+@pytest.mark.parametrize("patience", [0, -2])
+def test_patience_below_one(patience):
+    with pytest.raises(ValueError, match=f"patience must be at least 1 epoch, got {patience}"):
+        train_span(make_span(), make_data(), 1, 0, 0, validation=make_data(10), patience=patience, **QUIET)
+
+
 def test_unknown_warmup():
     with pytest.raises(ValueError, match="'sgd'"):
         train_span(make_span(), make_data(), 1, 0, 0, warmup="sgd", **QUIET)
@@ -307,3 +313,13 @@ def test_data_of_wrong_type():
 def test_empty_data():
     with pytest.raises(ValueError, match="empty"):
         train_span(make_span(), torch.zeros(0, NUM_VARS), 1, 0, 0, **QUIET)
+
+
+def test_empty_validation():
+    with pytest.raises(ValueError, match="validation is empty"):
+        train_span(make_span(), make_data(), 1, 0, 0, validation=torch.zeros(0, NUM_VARS), **QUIET)
+
+
+def test_validation_of_wrong_type():
+    with pytest.raises(TypeError, match="validation must be a tensor or a DataLoader, got list"):
+        train_span(make_span(), make_data(), 1, 0, 0, validation=[[0.0] * NUM_VARS], **QUIET)

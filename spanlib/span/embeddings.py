@@ -18,8 +18,12 @@ class Embedding(nn.Module):
 
     name = ""
 
-    def bind(self, num_vars: int, num_dims: int) -> None:
-        """Check that the embedding fits the circuit's variables; raise ValueError naming the numbers."""
+    def bind(self, num_vars: int, num_dims: int, leaf=None) -> None:
+        """Check that the embedding fits the circuit's variables; raise ValueError naming the numbers.
+
+        `leaf` is the circuit's leaf family, which SPAN passes so that an embedding can check the kind
+        of variables it codes.
+        """
         self.num_vars, self.num_dims = num_vars, num_dims
 
     @property
@@ -47,10 +51,15 @@ class BernoulliEmbedding(Embedding):
 
     name = "bernoulli"
 
-    def bind(self, num_vars, num_dims):
+    def bind(self, num_vars, num_dims, leaf=None):
         if num_dims != 1:
             raise ValueError(f"BernoulliEmbedding needs one dim per variable, the circuit has num_dims={num_dims}")
-        super().bind(num_vars, num_dims)
+        if leaf is not None and not _binary_support(leaf):
+            raise ValueError(
+                f"BernoulliEmbedding codes binary variables, but the circuit's {leaf} leaves take {leaf.support()}. "
+                "Use LinearEmbedding(1) for them"
+            )
+        super().bind(num_vars, num_dims, leaf)
 
     @property
     def token_features(self):
@@ -72,10 +81,10 @@ class LinearEmbedding(Embedding):
         super().__init__()
         self.expected_dims = num_dims
 
-    def bind(self, num_vars, num_dims):
+    def bind(self, num_vars, num_dims, leaf=None):
         if num_dims != self.expected_dims:
             raise ValueError(f"LinearEmbedding({self.expected_dims}) does not fit a circuit with num_dims={num_dims}")
-        super().bind(num_vars, num_dims)
+        super().bind(num_vars, num_dims, leaf)
 
     @property
     def token_features(self):
@@ -108,13 +117,13 @@ class PatchEmbedding(Embedding):
             )
         self.channels, self.height, self.width, self.patch_size = channels, height, width, patch_size
 
-    def bind(self, num_vars, num_dims):
+    def bind(self, num_vars, num_dims, leaf=None):
         if num_vars != self.height * self.width or num_dims != self.channels:
             raise ValueError(
                 f"PatchEmbedding for {self.channels} x {self.height} x {self.width} images needs "
                 f"{self.height * self.width} variables with {self.channels} dims, the circuit has {num_vars} with {num_dims}"
             )
-        super().bind(num_vars, num_dims)
+        super().bind(num_vars, num_dims, leaf)
 
     @property
     def num_tokens(self):
@@ -141,6 +150,14 @@ class PatchEmbedding(Embedding):
 
     def config(self):
         return {"channels": self.channels, "height": self.height, "width": self.width, "patch_size": self.patch_size}
+
+
+def _binary_support(leaf) -> bool:
+    """Return True if the leaf family's support is exactly {0, 1} (Bernoulli, Categorical(2), Binomial(1))."""
+    if not leaf.discrete:
+        return False
+    probes = torch.tensor([-1.0, 0.0, 1.0, 2.0])
+    return leaf.outside_support(probes).tolist() == [True, False, False, True]
 
 
 def _common_divisor(height: int, width: int) -> int:

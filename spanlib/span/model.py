@@ -113,7 +113,7 @@ class SPAN(nn.Module):
             raise ValueError(f"depth must be at least 1, got {depth}")
         if not 0 <= mask_probability < 1:
             raise ValueError(f"mask_probability must be in [0, 1), got {mask_probability}")
-        embedding.bind(einet.num_vars, einet.num_dims)
+        embedding.bind(einet.num_vars, einet.num_dims, einet.leaf_family)
         self.einet, self.embedding = einet, embedding
         self.settings = dict(depth=depth, heads=heads, d_model=d_model, d_ff=d_ff, dropout=dropout, head=head,
                              rank=rank, reweight_mixing=reweight_mixing, mask_probability=mask_probability)
@@ -202,14 +202,33 @@ class SPAN(nn.Module):
     def forward(self, x: torch.Tensor, marginalize: torch.Tensor | None = None) -> torch.Tensor:
         """Return the negative energy -E(x) with shape (batch,).
 
-        With `marginalize` (True = missing), attention stays on only if the encoders were trained
-        with token masking (`mask_probability > 0`); otherwise this is the Einsum network's marginal.
+        With `marginalize` (True = missing), a sample with missing variables keeps attention on
+        only if the encoders were trained with token masking (`mask_probability > 0`). Otherwise
+        its value is the Einsum network's marginal. A sample with no missing variable always gets
+        -E(x), whatever the other rows of the batch miss.
         """
         x, observed = self._prepare(x, marginalize)
         if observed is not None and self.mask_probability == 0:
-            return self.einet.evaluate(x, observed)
+            return self._attention_off_where_missing(x, observed)
         logits, mixing_logits = self._attention_logits(x, observed)
         return self._energy(x, observed, logits, mixing_logits)
+
+    def _attention_off_where_missing(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Return -E(x) for the complete rows and the Einsum network's marginal for the others (batch,).
+
+        The two groups run separately, so the encoders never read the entries of a missing
+        variable, which may hold NaN.
+        """
+        complete = observed.all(dim=1)
+        if not complete.any():
+            return self.einet.evaluate(x, observed)
+        if complete.all():
+            return self._energy(x, None, *self._attention_logits(x, None))
+        full, partial = complete.nonzero()[:, 0], (~complete).nonzero()[:, 0]
+        values = x.new_empty(x.shape[0])
+        values[full] = self._energy(x[full], None, *self._attention_logits(x[full], None))
+        values[partial] = self.einet.evaluate(x[partial], observed[partial])
+        return values
 
     def _attention_logits(self, x, observed):
         """Return the logits of the einsum and mixing layers for checked x (encoders and heads only)."""
@@ -237,13 +256,20 @@ class SPAN(nn.Module):
         """Return log p(x) = -E(x) - log Z (batch,).
 
         Pass `log_z` (a float or the result of `log_partition_function`) to avoid recomputing Z,
-        which enumerates or samples on every call.
+        which enumerates or samples on every call. -E(x) is evaluated in eval mode, like Z, because
+        dropout and token masking in train mode would change it from call to call. The previous
+        mode is restored afterwards.
         """
         from .partition import log_partition_function
 
-        if log_z is None:
-            log_z = log_partition_function(self, method=method).value
-        return self(x) - float(getattr(log_z, "value", log_z))
+        was_training = self.training
+        self.eval()
+        try:
+            if log_z is None:
+                log_z = log_partition_function(self, method=method).value
+            return self(x) - float(getattr(log_z, "value", log_z))
+        finally:
+            self.train(was_training)
 
     # ------------------------------------------------------------------ inference with attention off
     def sample(self, n: int | None = None, evidence=None, mask=None, seed: int | None = None) -> torch.Tensor:

@@ -12,7 +12,6 @@ Two estimators:
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +39,13 @@ def _support_size(family) -> int:
     return sizes[family.name]
 
 
+def _states(start: int, stop: int, values: int, cells: int, device: torch.device) -> torch.Tensor:
+    """Return the joint states numbered start, ..., stop - 1 as their base-`values` digits (stop - start, cells)."""
+    codes = torch.arange(start, stop, device=device).unsqueeze(1)
+    powers = values ** torch.arange(cells, device=device)
+    return (codes // powers) % values
+
+
 @torch.no_grad()
 def _exact(span, batch_size: int, max_states: int) -> LogPartition:
     einet = span.einet
@@ -52,13 +58,9 @@ def _exact(span, batch_size: int, max_states: int) -> LogPartition:
             "use method='importance' or raise max_states"
         )
     total = []
-    grid = itertools.product(range(values), repeat=cells)
-    while True:
-        chunk = list(itertools.islice(grid, batch_size))
-        if not chunk:
-            break
-        x = torch.tensor(chunk, dtype=einet.dtype, device=einet.device).view(-1, einet.num_vars, einet.num_dims)
-        total.append(span(x))
+    for start in range(0, states, batch_size):
+        x = _states(start, min(start + batch_size, states), values, cells, einet.device)
+        total.append(span(x.to(einet.dtype).view(-1, einet.num_vars, einet.num_dims)))
     log_z = torch.logsumexp(torch.cat(total).double(), dim=0)
     return LogPartition(float(log_z), 0.0, None, "exact", states)
 
@@ -89,6 +91,8 @@ def log_partition_function(
     seed: int = 0,
 ) -> LogPartition:
     """Estimate log Z of a SPAN model (in eval mode) by enumeration or importance sampling."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     was_training = span.training
     span.eval()
     try:

@@ -53,14 +53,17 @@ class IndexedSamples(Dataset):
         return self.data[index], index
 
 
-def as_loader(data, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """Return a DataLoader over `data` (a tensor, whose rows come with their indices, or an existing DataLoader)."""
+def as_loader(data, batch_size: int, shuffle: bool, seed: int, name: str = "data") -> DataLoader:
+    """Return a DataLoader over `data` (a tensor, whose rows come with their indices, or an existing DataLoader).
+
+    `name` is the argument's name in error messages.
+    """
     if isinstance(data, DataLoader):
         return data
     if not isinstance(data, torch.Tensor):
-        raise TypeError(f"data must be a tensor or a DataLoader, got {type(data).__name__}")
+        raise TypeError(f"{name} must be a tensor or a DataLoader, got {type(data).__name__}")
     if len(data) == 0:
-        raise ValueError("data is empty; pass at least one sample")
+        raise ValueError(f"{name} is empty. Pass at least one sample")
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(IndexedSamples(data), batch_size=batch_size, shuffle=shuffle, generator=generator)
 
@@ -140,11 +143,13 @@ def train_span(
         raise ValueError("epoch counts must be non-negative")
     if patience is not None and validation is None:
         raise ValueError("early stopping (patience) needs validation data")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be at least 1 epoch, got {patience}. Pass None to train every epoch")
     torch.manual_seed(seed)
     device = span.device
     loader = as_loader(data, batch_size, shuffle=True, seed=seed)
     eval_loader = as_loader(data, batch_size, shuffle=False, seed=seed) if isinstance(data, torch.Tensor) else loader
-    val_loader = None if validation is None else as_loader(validation, batch_size, shuffle=False, seed=seed)
+    val_loader = None if validation is None else as_loader(validation, batch_size, False, seed, name="validation")
 
     einet_opt = torch.optim.Adam(span.einet_parameters(), lr=lr)
     encoder_opt = torch.optim.Adam(span.encoder_parameters(), lr=encoder_lr)
