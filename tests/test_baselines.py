@@ -1,5 +1,6 @@
 """Tests of the EBM, MAF and VAE baselines on small real MNIST subsets and on analytic cases."""
 
+import copy
 import dataclasses
 import math
 
@@ -9,9 +10,12 @@ import torch.nn.functional as F
 import zuko
 from sklearn.datasets import make_moons
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader, TensorDataset
 
 from spanlib.baselines import EBM, MAF, VAE, EBMConfig, MAFConfig, VAEConfig, flow_log_density, langevin_dynamics
+from spanlib.profiles import PROFILE_NAMES
+from spanlib.profiles import profile as run_profile
 
 MODEL_CLASSES = [EBM, MAF, VAE]
 
@@ -126,6 +130,130 @@ def test_ebm_score_is_negative_energy(mnist16):
     assert torch.allclose(model.score(mnist16[:10]), expected)
 
 
+def test_langevin_grad_clip_bounds_each_step():
+    energy = QuadraticEnergy(torch.tensor([100.0, -100.0]), torch.tensor([1.0, 1.0]))
+    x_init = torch.zeros(3, 2)
+
+    clipped = langevin_dynamics(energy, x_init, 5, 0.1, 0.0, clamp=False, grad_clip=0.01)
+    unclipped = langevin_dynamics(energy, x_init, 1, 0.1, 0.0, clamp=False)
+
+    # dE/dx = x - mu is about -+100 near the start, so each clipped step moves by step_size * 0.01 toward mu.
+    assert torch.allclose(clipped, torch.tensor([0.005, -0.005]).expand(3, 2), atol=1e-7)
+    assert torch.allclose(unclipped, torch.tensor([10.0, -10.0]).expand(3, 2))
+
+
+@pytest.mark.parametrize("replay_fraction", [0.0, 0.95, 1.0])
+def test_ebm_chains_restart_from_buffer(replay_fraction):
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(EBM), replay_fraction=replay_fraction)
+    model = EBM(config)
+    model.replay_buffer = torch.full((config.buffer_size, 1, 16, 16), 0.25)
+    chains_count = 20000
+
+    chains, indices = model.initial_chains(chains_count)
+
+    from_buffer = (chains == 0.25).all(dim=(1, 2, 3))
+    share = from_buffer.float().mean().item()
+    tolerance = 5 * math.sqrt(replay_fraction * (1 - replay_fraction) / chains_count)
+    assert abs(share - replay_fraction) <= tolerance
+    assert chains.shape == (chains_count, 1, 16, 16)
+    assert indices.min() >= 0
+    assert indices.max() < config.buffer_size
+    assert chains.min() >= 0
+    assert chains.max() <= 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 2.5])
+def test_ebm_training_loss_adds_energy_penalty(mnist16, alpha):
+    torch.manual_seed(0)
+    config = dataclasses.replace(
+        tiny_config(EBM), spectral_norm=False, langevin_steps=0, buffer_size=1, replay_fraction=1.0, alpha=alpha
+    )
+    model = EBM(config)
+    buffer_image = torch.rand(1, 1, 16, 16)
+    model.replay_buffer = buffer_image.clone()
+    x = mnist16[:8]
+
+    loss, metrics = model.training_loss(x)
+
+    # With one buffer image, full replay and no Langevin steps, every negative sample is that image.
+    with torch.no_grad():
+        energy_positive = model.energy(x)
+        energy_negative = model.energy(buffer_image).item()
+    contrast = energy_positive.mean().item() - energy_negative
+    penalty = energy_positive.pow(2).mean().item() + energy_negative**2
+    assert loss.item() == pytest.approx(contrast + alpha * penalty, rel=1e-5, abs=1e-6)
+    assert metrics["energy_negative"] == pytest.approx(energy_negative, rel=1e-5, abs=1e-6)
+    assert torch.equal(model.replay_buffer, buffer_image)
+
+
+def test_ebm_training_loss_writes_buffer(mnist16):
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(EBM), langevin_steps=3, buffer_size=1, replay_fraction=1.0)
+    model = EBM(config)
+    buffer_image = torch.full((1, 1, 16, 16), 0.5)
+    model.replay_buffer = buffer_image.clone()
+
+    model.training_loss(mnist16[:1])
+
+    assert not torch.equal(model.replay_buffer, buffer_image)
+    assert model.replay_buffer.min() >= 0
+    assert model.replay_buffer.max() <= 1
+
+
+def test_ebm_spectral_norm_is_optional(mnist16):
+    torch.manual_seed(0)
+    normalised = EBM(tiny_config(EBM)).train()
+    plain = EBM(dataclasses.replace(tiny_config(EBM), spectral_norm=False))
+    for _ in range(30):  # each training-mode forward pass runs one power iteration per weight
+        normalised.energy(mnist16[:2])
+
+    layers = [module for module in normalised.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 7
+    for layer in layers:
+        assert parametrize.is_parametrized(layer, "weight")
+        largest_singular_value = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert largest_singular_value.item() == pytest.approx(1.0, abs=1e-3)
+    assert not any(parametrize.is_parametrized(module) for module in plain.modules())
+    history = plain.fit(mnist16[:100], 1, progress=False)
+    assert math.isfinite(history["loss"][0])
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-3, None])
+def test_fit_clips_gradient_norm(mnist16, monkeypatch, max_grad_norm):
+    norms_after_clipping = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm):
+        parameters = list(parameters)
+        clip(parameters, max_norm)
+        norms_after_clipping.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters])).item())
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    torch.manual_seed(0)
+    model = EBM(dataclasses.replace(tiny_config(EBM), max_grad_norm=max_grad_norm))
+
+    model.fit(mnist16[:100], 1, progress=False)
+
+    if max_grad_norm is None:
+        assert norms_after_clipping == []
+    else:
+        assert len(norms_after_clipping) == 2
+        assert max(norms_after_clipping) <= max_grad_norm * (1 + 1e-4)
+
+
+def test_ebm_inpaint_starts_from_grey(mnist16):
+    model = EBM(tiny_config(EBM))
+    x = mnist16[:4]
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[:8] = True
+
+    start = model.inpaint(x, mask, steps=0)
+
+    assert torch.equal(start[:, :, :8], torch.full((4, 1, 8, 16), 0.5))
+    assert torch.equal(start[:, :, 8:], x[:, :, 8:])
+
+
 # MAF
 
 
@@ -175,6 +303,64 @@ def test_maf_log_prob_pixels_on_constant_image(logit_lambda, offset):
         assert model.bits_per_dim(x).item() == pytest.approx(-expected / (16 * math.log(2)), abs=1e-5)
 
 
+@pytest.mark.parametrize(("logit_lambda", "perturbation"), [(1e-6, 0.1), (0.05, 0.5)])
+def test_maf_pixel_probabilities_sum_to_flow_mass(logit_lambda, perturbation):
+    torch.manual_seed(0)
+    model = MAF(MAFConfig(channels=2, image_size=1, transforms=2, hidden_features=(16,), logit_lambda=logit_lambda))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(perturbation * torch.randn_like(parameter))
+    levels = torch.arange(256.0) / 255
+    every_image = torch.cartesian_prod(levels, levels).view(-1, 2, 1, 1)
+
+    total = model.score(every_image).exp().sum().item()
+
+    # Pixels in [0, 1] map to y in [-edge, edge]^2, so the 8-bit images share the flow's mass on that box,
+    # integrated here in y without the dequantisation, squeeze and logit steps.
+    edge = math.log((1 - logit_lambda) / logit_lambda)
+    axis = torch.linspace(-edge, edge, 1001)
+    with torch.no_grad():
+        density = flow_log_density(model.flow, torch.cartesian_prod(axis, axis)).exp().view(len(axis), len(axis))
+    box_mass = torch.trapezoid(torch.trapezoid(density, axis, dim=1), axis).item()
+    assert total == pytest.approx(box_mass, abs=1e-3)
+    if logit_lambda == 1e-6:
+        assert total == pytest.approx(1.0, abs=1e-3)
+    else:
+        assert box_mass < 0.9
+
+
+def test_maf_weight_decay_matches_nats_objective(mnist16):
+    torch.manual_seed(0)
+    config = MAFConfig(transforms=2, hidden_features=(32,), weight_decay=0.1)
+    model = MAF(config)
+    x = mnist16[:20]
+    parameters = list(model.parameters())
+    features = 16 * 16
+
+    # The MAF authors minimise the mean negative log-likelihood in nats plus (c / 2) * |w|^2.
+    torch.manual_seed(1)
+    nats_loss = -model.log_prob_dequantised(x, torch.rand_like(x)).mean()
+    penalty = 0.5 * config.weight_decay * sum(parameter.pow(2).sum() for parameter in parameters)
+    reference = torch.autograd.grad(nats_loss + penalty, parameters)
+
+    torch.manual_seed(1)
+    bits_loss, _ = model.training_loss(x)
+    gradients = torch.autograd.grad(bits_loss, parameters)
+    weight_decay = model.configure_optimizer(1e-3).param_groups[0]["weight_decay"]
+
+    for gradient, parameter, expected in zip(gradients, parameters, reference):
+        adam_gradient = gradient + weight_decay * parameter
+        assert torch.allclose(adam_gradient * features * math.log(2), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_maf_bits_per_dim_without_gradient(mnist16):
+    model = MAF(MAFConfig(transforms=2, hidden_features=(16,)))
+
+    bits = model.bits_per_dim(mnist16[:5])
+
+    assert not bits.requires_grad
+    assert torch.allclose(bits, -model.score(mnist16[:5]) / (256 * math.log(2)))
+
 def test_maf_sample_is_image_batch():
     torch.manual_seed(0)
     model = MAF(MAFConfig(image_size=4, transforms=2, hidden_features=(16,)))
@@ -213,6 +399,29 @@ def test_vae_iwae_bound_grows_with_k(trained_vae, mnist16):
     assert iwae[50].mean() > iwae[5].mean()
 
 
+def test_vae_iwae_matches_explicit_average(trained_vae, mnist16):
+    x = mnist16[:3]
+    k = 6
+    bound = trained_vae.iwae_bound(x, k, torch.Generator().manual_seed(2))
+
+    noise = torch.randn((k, 3, trained_vae.config.latent_dim), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        loc, log_scale = trained_vae.encoder(x).chunk(2, dim=1)
+    for image in range(3):
+        log_weights = []
+        for sample in range(k):
+            posterior = torch.distributions.Normal(loc[image], log_scale[image].exp())
+            z = posterior.loc + posterior.scale * noise[sample, image]
+            with torch.no_grad():
+                logits = trained_vae.decoder(z.unsqueeze(0))[0]
+            log_likelihood = torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x[image]).sum()
+            log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum()
+            log_weights.append((log_likelihood + log_prior - posterior.log_prob(z).sum()).item())
+        largest = max(log_weights)
+        expected = largest + math.log(sum(math.exp(value - largest) for value in log_weights) / k)
+        assert bound[image].item() == pytest.approx(expected, abs=1e-2)
+
+
 def test_vae_score_selects_bound(trained_vae, mnist16):
     x = mnist16[:20]
     seeded = torch.Generator().manual_seed(trained_vae.config.score_seed)
@@ -243,14 +452,22 @@ def test_vae_sample_in_unit_interval(trained_vae):
 def test_fit_save_load_score(model_class, mnist16, tmp_path):
     torch.manual_seed(0)
     model = model_class(tiny_config(model_class))
+    untrained = copy.deepcopy(model).eval()
+    noise = torch.rand(30, 1, 16, 16, generator=torch.Generator().manual_seed(5))
 
     history = model.fit(mnist16, 4, lr=1e-3, progress=False)
     path = tmp_path / "model.pt"
     model.save(path)
     loaded = model_class.load(path)
 
+    def digit_margin(scored_model):
+        return (scored_model.score(mnist16[:30]).mean() - scored_model.score(noise).mean()).item()
+
     assert len(history["loss"]) == 4
     assert history["loss"][-1] < history["loss"][0]
+    # The EBM's loss can fall with no parameter update at all, because its negatives change with the replay
+    # buffer. Training must therefore also widen the score margin of real digits over uniform noise.
+    assert digit_margin(model) > digit_margin(untrained)
     assert loaded.config == model.config
     assert torch.equal(loaded.score(mnist16[:30]), model.score(mnist16[:30]))
 
@@ -336,13 +553,12 @@ def test_inpaint_rejects_bad_mask(mask, error_type, message):
 
 @pytest.mark.parametrize("config_class", [EBMConfig, MAFConfig, VAEConfig])
 def test_profiles_set_image_format(config_class):
-    quick = config_class.for_profile("quick")
-    colab = config_class.for_profile("colab")
-    paper = config_class.for_profile("paper", epochs=1)
+    for name in PROFILE_NAMES:
+        config = config_class.for_profile(name)
+        data = run_profile(name).data
+        assert (config.channels, config.image_size) == (data.channels, data.image_size), name
 
-    assert (quick.channels, quick.image_size) == (1, 16)
-    assert (colab.channels, colab.image_size) == (3, 32)
-    assert (paper.channels, paper.image_size, paper.epochs) == (3, 32, 1)
+    assert config_class.for_profile("paper", epochs=1).epochs == 1
     with pytest.raises(ValueError, match="quick, colab, paper"):
         config_class.for_profile("full")
 

@@ -15,13 +15,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-PROFILES = ("quick", "colab", "paper")
+from ..profiles import PROFILE_NAMES
 
 
 def check_profile(name: str) -> str:
-    """Raise ValueError unless `name` is one of the known training profiles."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILES)}")
+    """Raise ValueError unless `name` is one of the run profiles of `spanlib.profiles`."""
+    if name not in PROFILE_NAMES:
+        raise ValueError(f"unknown profile {name!r}; use one of {', '.join(PROFILE_NAMES)}")
     return name
 
 

@@ -45,7 +45,12 @@ class VAEConfig:
 
     @classmethod
     def for_profile(cls, name: str, **overrides) -> VAEConfig:
-        """Return the config of a training profile: "quick", "colab" or "paper", with `overrides` applied."""
+        """Return the config of a training profile: "quick", "colab" or "paper", with `overrides` applied.
+
+        "quick" trained on the quick run profile's 2000 16x16 grayscale images in 49 s, measured once on a
+        two-core CPU shared with other jobs. "colab" and "paper" are sized for 32x32 RGB images. All three score
+        with the ELBO unless `score_samples` is set.
+        """
         profiles = {
             "quick": cls(channels=1, image_size=16, widths=(32, 64), latent_dim=16, epochs=60),
             "colab": cls(channels=3, image_size=32, widths=(32, 64, 128), latent_dim=64, batch_size=128, epochs=30),
@@ -139,7 +144,8 @@ class VAE(BaselineModel):
         """Return the ELBO (k None and config.score_samples None) or the k-sample bound, of shape (batch,).
 
         The latent noise comes from a generator seeded with config.score_seed, so repeated calls on the same batch
-        give equal scores.
+        give equal scores. Each image gets the noise of its position in `x`, so the same image scores differently
+        at another position. For one `quick` model, the one-sample ELBO of 40 test digits moved by up to 16 nats.
         """
         k = self.config.score_samples if k is None else k
         generator = torch.Generator(device=self.device).manual_seed(self.config.score_seed)
