@@ -18,7 +18,9 @@
 Values the paper does not state (batch size, EM step size, learning rate, variance bounds,
 the low-rank head's rank, dropout) are our choices; the variance bounds and EM settings follow the
 Einsum networks authors' demos (min_var 1e-6, max_var 0.01 for SVHN). Every profile has
-`Profile.as_dict` for results files and `Profile.torch_device` for the device to use.
+`Profile.as_dict` for results files and `Profile.torch_device` for the device to use. The
+baselines' sizes per profile are not here: they come from `EBMConfig.for_profile(name)`,
+`MAFConfig.for_profile(name)` and `VAEConfig.for_profile(name)` in `spanlib.baselines`.
 
 "The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """

@@ -145,10 +145,10 @@ def test_langevin_grad_clip_bounds_each_step():
 @pytest.mark.parametrize("replay_fraction", [0.0, 0.95, 1.0])
 def test_ebm_chains_restart_from_buffer(replay_fraction):
     torch.manual_seed(0)
-    config = dataclasses.replace(tiny_config(EBM), replay_fraction=replay_fraction)
+    chains_count = 20000
+    config = dataclasses.replace(tiny_config(EBM), replay_fraction=replay_fraction, buffer_size=chains_count)
     model = EBM(config)
     model.replay_buffer = torch.full((config.buffer_size, 1, 16, 16), 0.25)
-    chains_count = 20000
 
     chains, indices = model.initial_chains(chains_count)
 
@@ -161,22 +161,34 @@ def test_ebm_chains_restart_from_buffer(replay_fraction):
     assert indices.max() < config.buffer_size
     assert chains.min() >= 0
     assert chains.max() <= 1
+    assert len(indices.unique()) == chains_count
+
+
+def test_ebm_chains_need_distinct_entries():
+    config = dataclasses.replace(tiny_config(EBM), buffer_size=100, batch_size=10)
+    model = EBM(config)
+
+    with pytest.raises(ValueError, match="101 chains need distinct buffer entries but buffer_size is 100"):
+        model.initial_chains(101)
+    with pytest.raises(ValueError, match="batch_size 200 exceeds buffer_size 100"):
+        dataclasses.replace(config, batch_size=200)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 2.5])
 def test_ebm_training_loss_adds_energy_penalty(mnist16, alpha):
     torch.manual_seed(0)
     config = dataclasses.replace(
-        tiny_config(EBM), spectral_norm=False, langevin_steps=0, buffer_size=1, replay_fraction=1.0, alpha=alpha
+        tiny_config(EBM), spectral_norm=False, langevin_steps=0, buffer_size=8, batch_size=8, replay_fraction=1.0,
+        alpha=alpha,
     )
     model = EBM(config)
     buffer_image = torch.rand(1, 1, 16, 16)
-    model.replay_buffer = buffer_image.clone()
+    model.replay_buffer = buffer_image.repeat(8, 1, 1, 1)
     x = mnist16[:8]
 
     loss, metrics = model.training_loss(x)
 
-    # With one buffer image, full replay and no Langevin steps, every negative sample is that image.
+    # With a buffer of copies of one image, full replay and no Langevin steps, every negative sample is that image.
     with torch.no_grad():
         energy_positive = model.energy(x)
         energy_negative = model.energy(buffer_image).item()
@@ -184,12 +196,12 @@ def test_ebm_training_loss_adds_energy_penalty(mnist16, alpha):
     penalty = energy_positive.pow(2).mean().item() + energy_negative**2
     assert loss.item() == pytest.approx(contrast + alpha * penalty, rel=1e-5, abs=1e-6)
     assert metrics["energy_negative"] == pytest.approx(energy_negative, rel=1e-5, abs=1e-6)
-    assert torch.equal(model.replay_buffer, buffer_image)
+    assert torch.equal(model.replay_buffer, buffer_image.repeat(8, 1, 1, 1))
 
 
 def test_ebm_training_loss_writes_buffer(mnist16):
     torch.manual_seed(0)
-    config = dataclasses.replace(tiny_config(EBM), langevin_steps=3, buffer_size=1, replay_fraction=1.0)
+    config = dataclasses.replace(tiny_config(EBM), langevin_steps=3, buffer_size=1, batch_size=1, replay_fraction=1.0)
     model = EBM(config)
     buffer_image = torch.full((1, 1, 16, 16), 0.5)
     model.replay_buffer = buffer_image.clone()

@@ -1,8 +1,9 @@
 """Tests of the data pipeline: local real subsets, transforms, the offline quick sets, downloads and errors.
 
-Real subsets come from ``shared/data`` (``$SPANLIB_SHARED_DATA``, else ``../shared/data`` next to the
-repository); those tests are skipped when the folder is absent. No test uses the internet: downloads
-go to unreachable or local (127.0.0.1) URLs.
+Real subsets are ``.npz`` files of real MNIST, Semeion, CIFAR-10 and SVHN images (arrays ``images``
+uint8 and ``labels``) in the folder ``$SPANLIB_SHARED_DATA``. The tests that need them are skipped
+when the folder is absent. No test uses the internet: downloads go to unreachable or local
+(127.0.0.1) URLs.
 """
 
 import hashlib
@@ -36,7 +37,7 @@ from spanlib.profiles import profile
 SHARED = Path(os.environ.get("SPANLIB_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_shared = pytest.mark.skipif(
     not (SHARED / "mnist_test.npz").is_file(),
-    reason=f"real data subsets not found in {SHARED} (set SPANLIB_SHARED_DATA to the shared/data folder)",
+    reason="real data subsets not found; set SPANLIB_SHARED_DATA to the folder that holds mnist_test.npz",
 )
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: connection refused at once
 
@@ -50,7 +51,7 @@ def files_in(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-# ---------------------------------------------------------------- real subsets in shared/data
+# ---------------------------------------------------------------- real subsets
 
 
 @needs_shared
@@ -118,6 +119,57 @@ def test_profile_data_from_local_files():
         "semeion": (1593, 3, 32, 32),
         "cifar10": (100, 3, 32, 32),
     }
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """The IDX layout of the MNIST files: big-endian int32 magic number and dimensions, then the uint8 values."""
+    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+@needs_shared
+def test_mnist_loader_reads_real_files_from_root(monkeypatch, tmp_path):
+    images, labels = raw("mnist_test.npz")
+    test_images, test_labels = idx_bytes(images, 0x803), idx_bytes(labels, 0x801)
+    # MD5 sums of the uncompressed official t10k files: the rebuilt files are byte-identical to them
+    assert hashlib.md5(test_images).hexdigest() == "2646ac647ad5339dbf082846283269ea"
+    assert hashlib.md5(test_labels).hexdigest() == "27ae3e4e09519cfbb04c329615203637"
+    raw_dir = tmp_path / "mnist" / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "t10k-images-idx3-ubyte").write_bytes(test_images)
+    (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(test_labels)
+    # torchvision also wants the training files, so two test images stand in for them
+    (raw_dir / "train-images-idx3-ubyte").write_bytes(idx_bytes(images[:2], 0x803))
+    (raw_dir / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels[:2], 0x801))
+    monkeypatch.setattr(loaders, "MNIST_MIRRORS", (UNREACHABLE,))  # the placed files must suffice
+
+    codes, y = load_dataset("mnist", "test", root=tmp_path, integer_codes=True)
+    assert torch.equal(codes[:, 0], torch.from_numpy(images))
+    assert torch.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    x, y200 = load_dataset("mnist", "test", root=tmp_path, image_size=32, channels=3, n=200, seed=0)
+    assert x.shape == (200, 3, 32, 32)
+    assert x.dtype == torch.float32
+    assert x.min() >= 0
+    assert x.max() <= 1
+    assert torch.equal(x[:, 0], x[:, 2])
+    assert len(y200) == 200
+    assert sorted(p.name for p in files_in(tmp_path)) == sorted(p.name for p in raw_dir.iterdir())  # nothing added
+
+
+@needs_shared
+def test_cifar_full_test_set_codes_and_classes():
+    images, labels = raw("cifar10_test.npz")
+    codes, y = load_dataset("cifar10", "test", file=SHARED / "cifar10_test.npz", integer_codes=True)
+    assert codes.shape == (10000, 3, 32, 32)
+    assert codes.dtype == torch.uint8
+    assert torch.equal(codes, torch.from_numpy(images).permute(0, 3, 1, 2))
+    assert torch.equal(y, torch.from_numpy(labels))
+    assert torch.bincount(y).tolist() == [1000] * 10
+    gray, _ = load_dataset("cifar10", "test", file=SHARED / "cifar10_test.npz", image_size=16, channels=1, n=50)
+    assert gray.shape == (50, 1, 16, 16)
+    assert gray.dtype == torch.float32
+    assert gray.min() >= 0
+    assert gray.max() <= 1
 
 
 # ---------------------------------------------------------------- transforms
@@ -369,6 +421,48 @@ def test_semeion_official_file_round_trip(monkeypatch, tmp_path):
     finally:
         server.close()
     assert torch.equal(x[:, 0], torch.from_numpy(images)) and torch.equal(y, torch.from_numpy(labels))
+
+
+def test_truncated_semeion_file_is_reported(monkeypatch, tmp_path):
+    data_file = tmp_path / "semeion" / "semeion.data"
+    data_file.parent.mkdir()
+    data_file.write_text(semeion_line(1) * 3)  # a hand-placed copy that stops after three records
+    monkeypatch.setattr(semeion, "SEMEION_URL", UNREACHABLE + "semeion.data")
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_dataset("semeion", root=tmp_path)
+    message = str(info.value)
+    assert "'semeion'" in message
+    assert str(data_file) in message
+    assert UNREACHABLE + "semeion.data" in message
+    assert "found 3 records, expected 1593" in message
+    assert files_in(tmp_path) == [data_file]  # no cache is built from the broken file
+
+
+def write_broken_zip(path: Path) -> None:
+    path.write_bytes(b"PK\x03\x04 half of a zip archive")
+
+
+def write_wrong_shape(path: Path) -> None:
+    np.savez(path, images=np.zeros((1, 8, 8), dtype=np.uint8), labels=np.zeros(1, dtype=np.int64))
+
+
+@pytest.mark.parametrize("write_cache", [write_broken_zip, write_wrong_shape])
+def test_unreadable_semeion_cache_is_rebuilt(monkeypatch, tmp_path, write_cache):
+    folder = tmp_path / "semeion"
+    folder.mkdir()
+    (folder / "semeion.data").write_text(semeion_line(4, on={5}) + semeion_line(9, on={200}))
+    write_cache(folder / "semeion.npz")
+    monkeypatch.setattr(semeion, "SEMEION_RECORDS", 2)
+    monkeypatch.setattr(semeion, "SEMEION_URL", UNREACHABLE)
+    with pytest.warns(UserWarning, match="rebuilding it from semeion.data"):
+        codes, y = load_dataset("semeion", root=tmp_path, integer_codes=True)
+    assert y.tolist() == [4, 9]
+    assert codes[0, 0, 0, 5] == 255
+    assert codes[1, 0, 12, 8] == 255  # pixel 200 is row 12, column 8
+    assert int(codes.sum()) == 2 * 255
+    with np.load(folder / "semeion.npz") as z:
+        assert z["labels"].tolist() == [4, 9]
+        assert z["images"].shape == (2, 16, 16)
 
 
 def test_svhn_reader_maps_label_10_to_digit_0(monkeypatch, tmp_path):

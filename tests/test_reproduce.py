@@ -19,6 +19,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 import torch
 
 matplotlib.use("Agg")
@@ -142,6 +143,7 @@ def test_table_json_has_metadata(first_run, name):
     assert metadata["run"] == folder.name
     assert metadata["seed"] == spanlib.profile("quick").seed
     assert metadata["versions"] == {"spanlib": spanlib.__version__, "torch": torch.__version__,
+                                    "numpy": np.__version__, "scikit-learn": sklearn.__version__,
                                     "python": platform.python_version()}
     assert metadata["settings"]["data"]["n_test"] == N_TEST
     assert math.isfinite(metadata["wall_seconds"])

@@ -49,6 +49,11 @@ class EBMConfig:
             raise ValueError(
                 f"langevin_steps must be >= 0 and buffer_size >= 1, got {self.langevin_steps} and {self.buffer_size}"
             )
+        if self.batch_size > self.buffer_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} exceeds buffer_size {self.buffer_size}; each batch draws distinct "
+                "replay-buffer entries, so raise buffer_size or lower batch_size"
+            )
 
     @classmethod
     def for_profile(cls, name: str, **overrides) -> EBMConfig:
@@ -201,14 +206,17 @@ class EBM(BaselineModel):
     def initial_chains(self, n: int) -> tuple[Tensor, Tensor]:
         """Return `n` chain starts and their replay-buffer indices.
 
-        A `replay_fraction` share of the starts come from the buffer, the rest from uniform noise.
+        A `replay_fraction` share of the starts come from the buffer, the rest from uniform noise. The
+        indices are distinct, so writing the chains back keeps every one of them, on any number of threads.
         """
         config = self.config
+        if n > config.buffer_size:
+            raise ValueError(f"{n} chains need distinct buffer entries but buffer_size is {config.buffer_size}; raise buffer_size")
         shape = (config.channels, config.image_size, config.image_size)
         if self.replay_buffer is None or self.replay_buffer.device != self.device:
             self.replay_buffer = torch.rand(config.buffer_size, *shape, device=self.device)
 
-        indices = torch.randint(config.buffer_size, (n,), device=self.device)
+        indices = torch.randperm(config.buffer_size, device=self.device)[:n]
         chains = self.replay_buffer[indices]
         fresh = torch.rand(n, device=self.device) >= config.replay_fraction
         chains[fresh] = torch.rand_like(chains[fresh])

@@ -73,8 +73,9 @@ def _manual_hint(urls: Sequence[str], dest: Path, note: str) -> str:
     return (
         f"To install it by hand, download {urls[0]} on a machine with network access and save it as "
         f"{dest.name!r} in the directory {str(dest.parent)!r} (full path: {dest}).{note} "
-        "Set SPANLIB_DATA (or pass root=...) to use another cache directory, or load a local .npz copy "
-        "with load_dataset(..., file=path) (arrays 'images' and 'labels')."
+        "To use another cache directory, set SPANLIB_DATA, pass root=... to load_dataset, or pass --data-root to "
+        "python -m spanlib reproduce. A local .npz copy (arrays 'images' and 'labels') loads with "
+        "load_dataset(..., file=path)."
     )
 
 

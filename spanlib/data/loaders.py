@@ -24,8 +24,8 @@ Quick data sets (offline, shipped by pip packages; see `spanlib.data.quick`): ``
 ``sklearn-digits``, ``photo-patches``, ``binary-patches``, ``lfw-faces``.
 
 Local copies: ``load_dataset(..., file="x.npz")`` or `load_npz_images` read an ``.npz`` holding
-``images`` (uint8, (N, H, W) or (N, H, W, 3)) and ``labels`` (the layout of ``shared/data``) and
-apply the same transforms, bypassing the cache and the network.
+``images`` (uint8, (N, H, W) or (N, H, W, 3)) and ``labels`` (int, (N,)) and apply the same
+transforms, bypassing the cache and the network.
 
 "The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
@@ -73,10 +73,10 @@ CIFAR10_FILE = (
 RawLoader = Callable[[str, Path], tuple]
 
 
-def _corrupted(dataset: str, folder: Path, exc: Exception) -> DatasetUnavailableError:
+def _corrupted(dataset: str, folder: Path, exc: Exception, url: str) -> DatasetUnavailableError:
     return DatasetUnavailableError(
         f"Data set {dataset!r}: the files in {str(folder)!r} could not be read ({exc}). "
-        f"Delete {str(folder)!r} to download them again, or place intact copies there by hand."
+        f"Delete {str(folder)!r} to download them again from {url}, or place intact copies there by hand."
     )
 
 
@@ -89,7 +89,7 @@ def _svhn_raw(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = SVHN(str(folder), split=split, download=False)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise _corrupted("svhn", folder, exc) from exc
+        raise _corrupted("svhn", folder, exc, url) from exc
     labels = np.asarray(ds.labels, dtype=np.int64).copy()
     labels[labels == 10] = 0  # the .mat files store digit 0 as 10; torchvision already maps it, this makes sure
     return ds.data, labels  # data: (N, 3, 32, 32) uint8
@@ -117,7 +117,7 @@ def _mnist_raw(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = MNIST(str(folder), train=split == "train", download=False)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise _corrupted("mnist", raw, exc) from exc
+        raise _corrupted("mnist", raw, exc, " or ".join(MNIST_MIRRORS)) from exc
     return ds.data.numpy()[:, None], ds.targets.numpy().astype(np.int64)
 
 
@@ -141,7 +141,7 @@ def _cifar10_raw(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = CIFAR10(str(folder), train=split == "train", download=False)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise _corrupted("cifar10", batches, exc) from exc
+        raise _corrupted("cifar10", batches, exc, CIFAR10_FILE[0]) from exc
     return ds.data, np.asarray(ds.targets, dtype=np.int64)  # data: (N, 32, 32, 3) uint8
 
 

@@ -4,21 +4,25 @@ The official file has one record per line: 256 pixel values (a 16x16 image, row-
 ``0.0000`` or ``1.0000``) followed by a 10-way one-hot label, 266 numbers separated by spaces.
 Copies that use commas as separators are accepted too. There are 1593 records (about 80 writers),
 sorted by class. `parse_semeion` returns the pixels as ``uint8`` 0/255 shaped (N, 16, 16) and the
-labels as the one-hot's argmax, the same layout as ``shared/data/semeion.npz``.
+labels as the one-hot's argmax, the layout that `spanlib.data.load_npz_images` reads.
 
 `load_semeion_raw` looks for ``<root>/semeion/semeion.npz`` (the parsed cache), else parses
 ``<root>/semeion/semeion.data`` (downloading it from UCI with an MD5 check if absent) and writes the cache.
+An unreadable cache is rebuilt from ``semeion.data``. A ``semeion.data`` that does not parse (a
+truncated or foreign file) raises `DatasetUnavailableError` and is left in place for inspection.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .downloads import atomic_write, fetch_file
+from .downloads import DatasetUnavailableError, atomic_write, fetch_file
 
 __all__ = ["SEMEION_URL", "SEMEION_MD5", "SEMEION_RECORDS", "parse_semeion", "load_semeion_raw"]
 
@@ -60,18 +64,47 @@ def parse_semeion(source: str | os.PathLike, expected_records: int | None = None
     return (np.stack(images) * 255).astype(np.uint8), np.asarray(labels, dtype=np.int64)
 
 
+def _read_cache(cache: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return the arrays of the parsed cache, or None (with a warning) when it cannot be read."""
+    try:
+        with np.load(cache) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"Semeion cache {cache} is unreadable ({exc}); rebuilding it from semeion.data", stacklevel=3)
+        return None
+    if images.shape != (SEMEION_RECORDS, 16, 16) or labels.shape != (SEMEION_RECORDS,):
+        warnings.warn(
+            f"Semeion cache {cache} holds images {images.shape} and labels {labels.shape}, expected "
+            f"({SEMEION_RECORDS}, 16, 16) and ({SEMEION_RECORDS},); rebuilding it from semeion.data",
+            stacklevel=3,
+        )
+        return None
+    return images, labels
+
+
 def load_semeion_raw(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """All Semeion records as (images uint8 (N, 16, 16) 0/255, labels int64), cached under ``root/semeion``."""
+    """All Semeion records as (images uint8 (N, 16, 16) 0/255, labels int64), cached under ``root/semeion``.
+
+    Raises:
+        DatasetUnavailableError: ``semeion.data`` is missing and cannot be downloaded, or it does not
+            parse. The message names the file, the URL and what to do next.
+    """
     folder = Path(root) / "semeion"
     cache = folder / "semeion.npz"
-    if cache.is_file():
-        with np.load(cache) as z:
-            return z["images"], z["labels"]
+    if cache.is_file() and (cached := _read_cache(cache)) is not None:
+        return cached
     data_file = folder / "semeion.data"
     downloaded = not data_file.is_file()
     # A hand-placed copy may use commas (a different MD5); it is checked by the parser instead.
     fetch_file(SEMEION_URL, data_file, dataset="semeion", md5=SEMEION_MD5 if downloaded else None)
-    images, labels = parse_semeion(data_file, expected_records=SEMEION_RECORDS)
+    try:
+        images, labels = parse_semeion(data_file, expected_records=SEMEION_RECORDS)
+    except ValueError as exc:  # UnicodeDecodeError (a binary file) is a ValueError too
+        raise DatasetUnavailableError(
+            f"Data set 'semeion': {data_file} is not a valid copy of the UCI file ({exc}). Delete it to download "
+            f"it again from {SEMEION_URL}, or replace it with an intact copy: {SEMEION_RECORDS} lines of 256 "
+            "pixels (0 or 1) and 10 one-hot label digits, separated by spaces or commas."
+        ) from exc
     with atomic_write(cache) as tmp:
         with open(tmp, "wb") as fh:  # a file object keeps numpy from appending ".npz" to the temp name
             np.savez_compressed(fh, images=images, labels=labels)

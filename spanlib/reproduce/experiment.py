@@ -6,6 +6,8 @@ so a run of either gives the same tables. Everything goes under `<out>/<run name
 with the profile, seed, versions and wall time) and `figures/` (PNG). The run name is the
 profile's name, plus a hash of any size overrides, so runs of different profiles never share
 files. A checkpoint whose configuration differs from the run's is reported, never trained over.
+On the CPU, training, inpainting and sampling run with torch's deterministic algorithms (see
+`deterministic_on_cpu`), so a second run with the same seed writes the same numbers.
 
 "The paper" here is the SPAN paper (Yu, Dhami and Kersting, arXiv:2109.06587).
 """
@@ -19,7 +21,9 @@ import os
 import platform
 import time
 import uuid
+import warnings
 import zipfile
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -73,6 +77,33 @@ def _atomic_save(save, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_save(lambda tmp: tmp.write_text(text), path)
+
+
+@contextmanager
+def deterministic_on_cpu(device: torch.device):
+    """Run the block with torch's deterministic algorithms on the CPU, then restore the previous setting.
+
+    An indexed write with a repeated index (such as `tensor[indices] = values`) keeps whichever
+    value a CPU thread writes last, so with several threads two trainings with the same seed can
+    drift apart. The deterministic mode makes such writes, and any other op that has a
+    deterministic variant, reproducible. It stays off on CUDA, where it would also need
+    ``CUBLAS_WORKSPACE_CONFIG``, so GPU runs are not bit-reproducible.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    # warn_only: an op without a deterministic variant warns instead of ending the run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 class Experiment:
     """Data, models and tables of one profile.
 
@@ -80,19 +111,21 @@ class Experiment:
         profile: a `spanlib.profiles.Profile` (possibly from `with_overrides`).
         out: results root; defaults to `default_results_dir()`.
         files: local `.npz` files for data sets, passed to `load_profile_data`.
+        data_root: download cache of the data sets; defaults to `spanlib.data.default_root()`.
         progress: show tqdm bars.
         baseline_max_epochs: cap on the epoch counts of the EBM, MAF and VAE baselines, whose
             settings come from their own `for_profile` configs rather than from `profile`.
     """
 
     def __init__(self, profile, out: str | Path | None = None, files: dict | None = None, progress: bool = True,
-                 baseline_max_epochs: int | None = None):
+                 baseline_max_epochs: int | None = None, data_root: str | Path | None = None):
         from ..profiles import profile as named_profile
 
         if baseline_max_epochs is not None and baseline_max_epochs < 1:
             raise ValueError(f"baseline_max_epochs must be at least 1, got {baseline_max_epochs}")
         self.profile = profile
         self.files = files
+        self.data_root = data_root
         self.progress = progress
         self.baseline_max_epochs = baseline_max_epochs
         self.device = profile.torch_device()
@@ -118,14 +151,20 @@ class Experiment:
         marker = self.folder / "profile.json"
         current = self.settings()
         if marker.exists():
-            stored = json.loads(marker.read_text())
+            try:
+                stored = json.loads(marker.read_text())
+            except ValueError as error:
+                raise CheckpointMismatchError(
+                    f"{marker}, the configuration record of the results in {self.folder}, is corrupt ({error}). "
+                    "Delete that folder to start again, or choose another --out folder."
+                ) from error
             if stored != current:
                 raise CheckpointMismatchError(
                     f"{self.folder} contains results of another configuration (see {marker}); "
                     "choose another --out folder or delete that one"
                 )
         else:
-            marker.write_text(json.dumps(current, indent=2))
+            _atomic_write_text(marker, json.dumps(current, indent=2))
 
     def metadata(self, seconds: float) -> dict:
         """Return the provenance written next to every table."""
@@ -134,7 +173,7 @@ class Experiment:
             "run": self.run_name,
             "seed": self.profile.seed,
             "settings": self.settings(),
-            "versions": {"spanlib": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "versions": _versions(),
             "device": str(self.device),
             "wall_seconds": round(seconds, 2),
         }
@@ -142,9 +181,9 @@ class Experiment:
     def write_table(self, name: str, table, seconds: float) -> Path:
         """Write a DataFrame as `tables/<name>.csv` and `.json` (records plus metadata)."""
         csv = self.folder / "tables" / f"{name}.csv"
-        table.to_csv(csv, index=False)
-        payload = {"metadata": self.metadata(seconds), "rows": json.loads(table.to_json(orient="records"))}
-        (self.folder / "tables" / f"{name}.json").write_text(json.dumps(payload, indent=2))
+        _atomic_write_text(csv, table.to_csv(index=False))
+        payload = {"metadata": self.metadata(seconds), "rows": _json_rows(table)}
+        _atomic_write_text(csv.with_suffix(".json"), json.dumps(payload, indent=2, allow_nan=False))
         return csv
 
     def figure_path(self, name: str) -> Path:
@@ -154,7 +193,7 @@ class Experiment:
     @cached_property
     def data(self):
         """The profile's `ProfileData` (train, test and OOD images)."""
-        return load_profile_data(self.profile, files=self.files)
+        return load_profile_data(self.profile, root=self.data_root, files=self.files)
 
     @cached_property
     def cluster(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,7 +209,14 @@ class Experiment:
         train = self.data.train[torch.from_numpy(labels == c.cluster_index)]
         test = self.data.test[torch.from_numpy(test_labels == c.cluster_index)]
         if len(test) == 0:
-            test = self.data.test[: min(len(self.data.test), 100)]
+            fallback = min(len(self.data.test), 100)
+            warnings.warn(
+                f"no test image is nearest to cluster {c.cluster_index}; inpainting uses the first {fallback} "
+                "test images of all clusters instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            test = self.data.test[:fallback]
         return train, test
 
     # ------------------------------------------------------------------ models
@@ -199,14 +245,15 @@ class Experiment:
         else:
             images = self.cluster[0] if cluster else self.data.train
             start = time.perf_counter()
-            model = self._train(name, images)
+            with deterministic_on_cpu(self.device):
+                model = self._train(name, images)
             # The sidecar goes first: a run interrupted between the two writes leaves a sidecar
             # without a checkpoint, and the next run retrains instead of rejecting an unlabelled file.
             # training_id makes every sidecar unique, so a retrained model never matches the stamp
             # of scores cached for the model it replaces, even when its training time is the same.
             record = {"fingerprint": fingerprint, "config": config,
                       "train_seconds": round(time.perf_counter() - start, 2), "training_id": uuid.uuid4().hex}
-            _atomic_save(lambda tmp: tmp.write_text(json.dumps(record, indent=2)), sidecar)
+            _atomic_write_text(sidecar, json.dumps(record, indent=2))
             _atomic_save(self._save_function(model), path)
         self._models[key] = model
         return model
@@ -347,7 +394,8 @@ class Experiment:
             torch.manual_seed(self.profile.seed)
             for kind in ("top", "left"):
                 mask = inpainting_mask(d.image_size, d.image_size, kind)
-                filled = _inpaint_batches(model, test.to(self.device), mask.to(self.device)).cpu()
+                with deterministic_on_cpu(self.device):
+                    filled = _inpaint_batches(model, test.to(self.device), mask.to(self.device)).cpu()
                 # The table's MSE averages over every pixel of the image, as the paper's Table 2 does;
                 # the error over the missing half alone is about twice as large.
                 whole = mse_summary(inpainting_mse(filled, test))
@@ -368,7 +416,8 @@ class Experiment:
             model = self.model(name, cluster=True)
             # Seeded after `self.model`, which may have trained, for the same reason as in `inpainting`.
             torch.manual_seed(self.profile.seed)
-            drawn = model.sample(n, seed=self.profile.seed) if isinstance(model, ImageCircuit) else model.sample(n)
+            with deterministic_on_cpu(self.device):
+                drawn = model.sample(n, seed=self.profile.seed) if isinstance(model, ImageCircuit) else model.sample(n)
             out[name] = drawn.detach().cpu().clamp(0, 1)
         return out
 
@@ -395,6 +444,28 @@ class Experiment:
         table = pd.DataFrame(rows)
         self.write_table("weight_entropy", table, time.perf_counter() - start)
         return table
+
+
+def _json_rows(table) -> list[dict]:
+    """Return the rows of a DataFrame as JSON-ready dicts, floats at full precision and NaN as None.
+
+    `DataFrame.to_json` rounds floats to 10 decimal places, which loses digits of small MSE values.
+    """
+    rows = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+    return [{key: _plain(value) for key, value in row.items()} for row in rows]
+
+
+def _plain(value):
+    """Return a NumPy scalar as the matching Python scalar, and any other value unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _versions() -> dict[str, str]:
+    """Return the versions of Python and of the packages that compute the tables' numbers."""
+    import sklearn
+
+    return {"spanlib": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
 def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
