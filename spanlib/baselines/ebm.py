@@ -211,7 +211,9 @@ class EBM(BaselineModel):
         """
         config = self.config
         if n > config.buffer_size:
-            raise ValueError(f"{n} chains need distinct buffer entries but buffer_size is {config.buffer_size}; raise buffer_size")
+            raise ValueError(
+                f"{n} chains need distinct buffer entries but buffer_size is {config.buffer_size}; raise buffer_size"
+            )
         shape = (config.channels, config.image_size, config.image_size)
         if self.replay_buffer is None or self.replay_buffer.device != self.device:
             self.replay_buffer = torch.rand(config.buffer_size, *shape, device=self.device)
