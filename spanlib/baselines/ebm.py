@@ -59,8 +59,10 @@ class EBMConfig:
     def for_profile(cls, name: str, **overrides) -> EBMConfig:
         """Return the config of a training profile: "quick", "colab" or "paper", with `overrides` applied.
 
-        "quick" trained on the quick run profile's 2000 16x16 grayscale images in 37 s, measured once on a
-        two-core CPU shared with other jobs. "colab" targets about ten minutes on a free Colab GPU for a 32x32 RGB
+        "quick" trained on the quick run profile's 2000 16x16 grayscale images in 35 to 44 s (three seeds, a
+        two-core CPU shared with other jobs). With 4 epochs instead of 8, one of the three seeds gave an energy
+        that ranked scikit-learn's digits above the MNIST test digits (AUROC 0.32), while 8 epochs gave at least
+        0.99 on them for all three. "colab" targets about ten minutes on a free Colab GPU for a 32x32 RGB
         SVHN subset, an untimed estimate. "paper" takes the unconditional CIFAR-10 settings of Du and Mordatch's
         released code (github.com/openai/ebm_code_release, README command and train.py defaults): 60 Langevin
         steps of step size 10 with gradient entries clipped to 0.01, noise 0.005, a 50000-image buffer with 95%
@@ -68,7 +70,7 @@ class EBMConfig:
         than their ResNet32Large.
         """
         profiles = {
-            "quick": cls(widths=(16, 32), langevin_steps=10, buffer_size=4000, epochs=4),
+            "quick": cls(widths=(16, 32), langevin_steps=10, buffer_size=4000, epochs=8),
             "colab": cls(3, 32, widths=(64, 128, 128), langevin_steps=40, batch_size=128, epochs=10),
             # NOTE: the epoch count is a guess, because Du and Mordatch report the sampler settings but no epoch count.
             "paper": cls(3, 32, widths=(128, 128, 256, 256), langevin_steps=60, buffer_size=50000, batch_size=128, epochs=30),
