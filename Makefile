@@ -16,8 +16,9 @@ BOOK_FLAGS := -W -n --keep-going
 # slower than one (benchmarks/README.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-# jupyter-book's execution cache recognises a notebook by its code cells alone, so cached outputs
-# would outlive a change to spanlib. The stamp of an output folder drops its cache when spanlib changes.
+# jupyter-book's execution cache recognises a notebook by its code cells alone, and Sphinx rereads
+# only changed sources, so outputs would outlive a change to spanlib. The stamp of an output folder
+# drops both (the execution cache and Sphinx's saved environment) when spanlib changes.
 LIBRARY := $(shell find spanlib -name '*.py')
 
 .PHONY: help venv book book-student book-offline chromium unit browser test clean
@@ -34,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 _build/%/.library-stamp: $(LIBRARY)
-	rm -rf _build/$*/_build/.jupyter_cache
+	rm -rf _build/$*/_build/.jupyter_cache _build/$*/_build/.doctrees
 	mkdir -p _build/$* && touch $@
 
 book: venv _build/$(PROFILE)/.library-stamp  ## build the book for PROFILE into _build/PROFILE/_build/html

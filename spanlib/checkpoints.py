@@ -23,7 +23,10 @@ def read_checkpoint(path: str | Path, expected_format: str, map_location=None) -
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as error:
+    # A file that is not a torch archive falls back to the legacy pickle reader, which fails with
+    # whatever error the first bytes provoke (a text file raises KeyError, for example).
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, KeyError, IndexError,
+            ValueError, TypeError, AttributeError) as error:
         # torch 2.14's message for a rejected pickle suggests weights_only=False, which would run code
         # from the file, so only the error type is shown here and the full error stays chained.
         raise ValueError(

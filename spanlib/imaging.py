@@ -89,9 +89,15 @@ def build_einet(profile, seed: int | None = None) -> EinsumNetwork:
     return EinsumNetwork(graph, Normal(e.min_var, e.max_var), K=e.K, num_dims=d.channels)
 
 
-def build_span(profile, einet: EinsumNetwork) -> SPAN:
-    """Wrap `einet` into the profile's SPAN model with a ViT patch embedding."""
+def build_span(profile, einet: EinsumNetwork, seed: int | None = None) -> SPAN:
+    """Wrap `einet` into the profile's SPAN model with a ViT patch embedding.
+
+    The encoders and heads are initialised from `seed` (default: the profile's seed), so two builds
+    are equal, like two `build_einet` calls. Torch's global random state is left as it was.
+    """
     d, c = profile.data, profile.encoder
     embedding = PatchEmbedding(d.channels, d.image_size, d.image_size, c.patch_size)
-    return SPAN(einet, embedding, depth=c.depth, heads=c.heads, d_model=c.d_model, d_ff=c.d_ff,
-                dropout=c.dropout, head=c.head, rank=c.rank)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(profile.seed if seed is None else seed)
+        return SPAN(einet, embedding, depth=c.depth, heads=c.heads, d_model=c.d_model, d_ff=c.d_ff,
+                    dropout=c.dropout, head=c.head, rank=c.rank)

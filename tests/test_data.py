@@ -9,6 +9,7 @@ when the folder is absent. No test uses the internet: downloads go to unreachabl
 import hashlib
 import http.server
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -557,3 +558,19 @@ def test_kmeans_clusters_sorted_by_size_and_subset():
     assert subset.shape == (10, 1, 4, 4) and subset.min() >= 0.9
     with pytest.raises(ValueError, match="cluster 5 is empty"):
         cluster_subset(images, labels, 5)
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 2, b"PK\x03\x04 truncated zip"])
+def test_corrupt_npz_names_file(tmp_path, content):
+    path = tmp_path / "images.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is not a readable \.npz file") as caught:
+        load_npz_images(path)
+    assert "allow_pickle" not in str(caught.value)
+
+
+def test_single_array_npy_rejected(tmp_path):
+    path = tmp_path / "images.npy"
+    np.save(path, np.zeros((2, 8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match="contains a single array"):
+        load_npz_images(path)

@@ -244,7 +244,7 @@ def test_load_corrupt_file(tmp_path):
         EinsumNetwork.load(path)
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage bytes\x00\x01"])
+@pytest.mark.parametrize("content", [b"", b"garbage bytes\x00\x01", b"hello", b"{\"format\": 1}"])
 def test_load_garbage_file(tmp_path, content):
     path = tmp_path / "einet.pt"
     path.write_bytes(content)

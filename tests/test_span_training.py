@@ -323,3 +323,8 @@ def test_empty_validation():
 def test_validation_of_wrong_type():
     with pytest.raises(TypeError, match="validation must be a tensor or a DataLoader, got list"):
         train_span(make_span(), make_data(), 1, 0, 0, validation=[[0.0] * NUM_VARS], **QUIET)
+
+
+def test_batch_size_below_one():
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        train_span(make_span(), make_data(), 1, 0, 0, batch_size=0, progress=False)

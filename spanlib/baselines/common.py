@@ -254,7 +254,8 @@ class BaselineModel(nn.Module):
         model_type = checkpoint["model_type"]
         if model_type != cls.__name__:
             raise ValueError(
-                f"{path} contains a {model_type} checkpoint; load it with {model_type}.load instead of {cls.__name__}.load"
+                f"{path} holds a checkpoint of model type {model_type}; load it with {model_type}.load instead of "
+                f"{cls.__name__}.load"
             )
 
         fields = {key: (tuple(value) if isinstance(value, list) else value) for key, value in checkpoint["config"].items()}

@@ -36,6 +36,7 @@ import gzip
 import os
 import shutil
 import tarfile
+import zipfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +225,18 @@ def _finish(images, labels, image_size, channels, n, seed, integer_codes) -> tup
 
 
 def _read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as z:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{path} is not a readable .npz file ({type(exc).__name__}); write it with "
+            "numpy.savez(path, images=..., labels=...)"
+        ) from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} contains a single array, not an .npz archive with arrays 'images' and 'labels'")
+    with archive as z:
         if "images" not in z or "labels" not in z:
             raise KeyError(f"{path}: expected arrays 'images' and 'labels', found {sorted(z.files)}")
         return z["images"], z["labels"]

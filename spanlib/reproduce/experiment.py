@@ -325,7 +325,7 @@ class Experiment:
 
             model = (cls or EinsumNetwork).load(path, map_location=self.device)
         except ValueError as error:
-            raise CheckpointMismatchError(f"checkpoint {path} cannot be loaded ({error}); delete it to retrain") from error
+            raise CheckpointMismatchError(f"cannot load the {name} model: {error}. Delete {path} to retrain it") from error
         return self._circuit(model)
 
     # ------------------------------------------------------------------ Table 1 and Figure 2

@@ -143,6 +143,8 @@ def train_span(
         raise ValueError("epoch counts must be non-negative")
     if patience is not None and validation is None:
         raise ValueError("early stopping (patience) needs validation data")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be at least 1 epoch, got {patience}. Pass None to train every epoch")
     torch.manual_seed(seed)
