@@ -20,6 +20,13 @@ from .span import SPAN, PatchEmbedding
 
 def images_to_variables(images: torch.Tensor) -> torch.Tensor:
     """Map (batch, channels, height, width) to (batch, height * width, channels)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}; convert with torch.as_tensor")
+    if images.dim() != 4:
+        raise ValueError(
+            f"images must have shape (batch, channels, height, width), got {tuple(images.shape)}; "
+            "add a batch dim with images.unsqueeze(0) for a single image"
+        )
     return rearrange(images, "b c h w -> b (h w) c")
 
 

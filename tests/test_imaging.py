@@ -1,9 +1,10 @@
 """Tests of the profile model builders in spanlib.imaging."""
 
+import numpy as np
 import pytest
 import torch
 
-from spanlib.imaging import build_einet, build_span
+from spanlib.imaging import build_einet, build_span, images_to_variables
 from spanlib.profiles import profile
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -40,3 +41,19 @@ def test_build_span_keeps_global_random_state():
     torch.manual_seed(123)
     build_span(quick, einet)
     assert torch.equal(torch.rand(5), expected)
+
+
+def test_images_to_variables_layout():
+    images = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    variables = images_to_variables(images)
+    assert variables.shape == (2, 20, 3)
+    for row in range(4):
+        for column in range(5):
+            assert torch.equal(variables[:, row * 5 + column, :], images[:, :, row, column])
+
+
+def test_images_to_variables_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"got \(3, 4, 5\); add a batch dim with images.unsqueeze\(0\)"):
+        images_to_variables(torch.zeros(3, 4, 5))
+    with pytest.raises(TypeError, match="images must be a torch.Tensor, got ndarray"):
+        images_to_variables(np.zeros((1, 3, 4, 5)))
