@@ -185,7 +185,7 @@ def span_steps(span, x) -> dict:
         cached_summaries = span._summaries(x, observed)
 
     def encoder_pass():
-        logits, _ = span._logits(x, observed)
+        logits, _ = span._attention_logits(x, observed)
         parameters = span.encoder_parameters()
         torch.autograd.grad(logits, parameters, [torch.ones_like(z) for z in logits], allow_unused=True)
 

@@ -149,9 +149,6 @@ class SPAN(nn.Module):
         tokens = self.embedding(x, observed)
         return [encoder(tokens) for encoder in self.encoders]
 
-    def _logits(self, x, observed):
-        return self._head_logits(self._summaries(x, observed))
-
     def _head_logits(self, summaries: list[torch.Tensor]):
         """Return the logits of the einsum and mixing layers for per-layer encoder summaries (batch, d_model)."""
         logits = [head(s) for head, s in zip(self.heads, summaries)]
@@ -160,9 +157,6 @@ class SPAN(nn.Module):
             for head, s, has in zip(self.mixing_heads, summaries, self.einet._has_mixing)
         ]
         return logits, mixing
-
-    def _reweighted(self, x, observed):
-        return self._reweight(*self._logits(x, observed))
 
     def _reweight(self, logits, mixing_logits):
         """Return the log weights log W^S of the einsum and mixing layers for given attention logits."""
@@ -189,13 +183,13 @@ class SPAN(nn.Module):
         `out` is K, except 1 in the root layer.
         """
         x, observed = check_input(self.einet, x, None)
-        logits, _ = self._logits(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        logits, _ = self._attention_logits(x, None)
         return [normalize_log_weights(z, 2).exp() for z in logits]
 
     def sum_weights(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the re-weighted W^S(x) per einsum layer, each (batch, partitions, out, K, K)."""
         x, observed = check_input(self.einet, x, None)
-        log_weights, _ = self._reweighted(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        log_weights, _ = self._reweight(*self._attention_logits(x, None))
         return [w.exp() for w in log_weights]
 
     # ------------------------------------------------------------------ energy
@@ -224,10 +218,9 @@ class SPAN(nn.Module):
             return self.einet.evaluate(x, observed)
         if complete.all():
             return self._energy(x, None, *self._attention_logits(x, None))
-        full, partial = complete.nonzero()[:, 0], (~complete).nonzero()[:, 0]
         values = x.new_empty(x.shape[0])
-        values[full] = self._energy(x[full], None, *self._attention_logits(x[full], None))
-        values[partial] = self.einet.evaluate(x[partial], observed[partial])
+        values[complete] = self._energy(x[complete], None, *self._attention_logits(x[complete], None))
+        values[~complete] = self.einet.evaluate(x[~complete], observed[~complete])
         return values
 
     def _attention_logits(self, x, observed):
