@@ -254,7 +254,7 @@ class BaselineModel(nn.Module):
         model_type = checkpoint["model_type"]
         if model_type != cls.__name__:
             raise ValueError(
-                f"{path} holds a checkpoint of model type {model_type}; load it with {model_type}.load instead of "
+                f"{path} contains a checkpoint of model type {model_type}; load it with {model_type}.load instead of "
                 f"{cls.__name__}.load"
             )
 

@@ -157,6 +157,7 @@ def train_span(
     encoder_opt = torch.optim.Adam(span.encoder_parameters(), lr=encoder_lr)
     history = History()
     span.train()
+    summaries = None  # the fine-tune phase's cached encoder summaries, set when that phase starts
 
     def warmup_step(x, index):
         if warmup == "em":
@@ -173,7 +174,6 @@ def train_span(
         "finetune": finetune,
     }
     epochs = {"warmup": warmup_epochs, "coordinate": coordinate_epochs, "finetune": finetune_epochs}
-    summaries = None
     for phase in PHASES:
         if phase == "finetune" and finetune_epochs > 0 and cache_encoders:
             summaries = _cached_summaries(span, data, batch_size)
